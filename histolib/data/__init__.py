@@ -1,0 +1,1 @@
+"""Data: the phantom generator, folder datasets of real images, the dataset builder."""

@@ -1,0 +1,269 @@
+"""The dataset builder: cuts every paper's dataset from the phantom (or real folders) into ``data/prepared``.
+
+Output (one folder per dataset, written under a temporary name and renamed when complete)::
+
+    data/prepared/glomeruli/{gan,train,val,test}/     glomerulus-centred patches, binary masks
+    data/prepared/inpainting/{train,val,test}/        tiles, masks 0 other / 1 normal / 2 sclerosed glomerulus
+    data/prepared/sclerosed_crops/{train,val,test}/   sclerosed-centred crops of those tiles, binary masks
+    data/prepared/compartments/{train,val,test}/      the same tiles, 5-compartment masks
+    data/prepared/nuclei/{train,val,test}/            nuclei fields, 16-bit instance masks
+    data/prepared/manifest.json                       counts, sizes, source, seed, skipped files, hashes
+
+Every item has its own seed, derived from ``(seed, dataset, split, index)``, so the bytes written
+are the same on every run and do not depend on the order of generation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from histolib.data import phantom
+from histolib.data.folder import Pairs, load_pairs, save_pairs
+from histolib.errors import DataError
+from histolib.fileio import complete_dir, write_json
+
+DATASET_IDS = {"glomeruli": 1, "tiles": 2, "nuclei": 3}
+SPLIT_IDS = {"gan": 0, "train": 1, "val": 2, "test": 3}
+
+
+def item_seed(seed: int, dataset: str, split: str, index: int) -> int:
+    """A 32-bit seed for one item, independent of every other item's."""
+    ss = np.random.SeedSequence([seed, DATASET_IDS[dataset], SPLIT_IDS[split], index])
+    return int(ss.generate_state(1)[0])
+
+
+def _resize(image: np.ndarray, size: int, nearest: bool) -> np.ndarray:
+    if image.shape[0] == size and image.shape[1] == size:
+        return image
+    resample = Image.NEAREST if nearest else Image.BOX if image.shape[0] > size else Image.BILINEAR
+    return np.asarray(Image.fromarray(image).resize((size, size), resample))
+
+
+def _slide_of(name: str, pairs: Pairs) -> str:
+    """The slide id: ``labels.csv``'s ``slide`` column, else the file name up to its last ``-``."""
+    slide = pairs.label(name, "slide")
+    if slide:
+        return slide
+    stem = Path(name).stem
+    return stem.rsplit("-", 1)[0] if "-" in stem else stem
+
+
+def split_by_group(groups: list[str], fractions: list[float], seed: int) -> list[list[int]]:
+    """Assign whole groups (slides) to splits so that item counts approach ``fractions``.
+
+    Groups are shuffled with ``seed`` and dealt greedily to the split furthest below its target,
+    so no slide is ever in two splits.
+
+    Returns:
+        One list of item indices per fraction.
+    """
+    fractions = np.asarray(fractions, dtype=float)
+    if fractions.sum() <= 0:
+        raise DataError("split fractions must sum to a positive number")
+    fractions = fractions / fractions.sum()
+    uniq = sorted(set(groups))
+    order = np.random.default_rng(seed).permutation(len(uniq))
+    members: dict[str, list[int]] = {g: [] for g in uniq}
+    for i, g in enumerate(groups):
+        members[g].append(i)
+    out: list[list[int]] = [[] for _ in fractions]
+    total = len(groups)
+    for k in order:
+        g = uniq[k]
+        deficit = fractions * total - np.array([len(s) for s in out])
+        deficit[fractions == 0] = -np.inf
+        out[int(np.argmax(deficit))].extend(members[g])
+    return [sorted(s) for s in out]
+
+
+def _hash_folder(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()[:16]
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _phantom_glomeruli(P, seed: int) -> dict[str, dict]:
+    d = P.data
+    counts = {"gan": d.n_gan, "train": d.n_train, "val": d.n_val, "test": d.n_test}
+    out = {}
+    for split, n in counts.items():
+        images, masks, names, labels = [], [], [], []
+        for i in tqdm(range(n), desc=f"glomeruli/{split}", leave=False):
+            s = item_seed(seed, "glomeruli", split, i)
+            sclerosed = bool(np.random.default_rng(s).random() < d.sclerosed_fraction)
+            tile = phantom.glomerulus_patch(s, size=d.patch_size, stain=d.stain, sclerosed=sclerosed,
+                                            fill=tuple(d.fill))
+            centre = tile.glomeruli[d.patch_size // 2, d.patch_size // 2]
+            # The mask is the centred glomerulus plus any neighbour cut by the border: all glomerulus pixels.
+            images.append(tile.image)
+            masks.append((tile.glomeruli > 0).astype(np.uint8))
+            names.append(f"{split}_{i:05d}.png")
+            labels.append({"class": "GS" if tile.glomerulus_class.get(int(centre)) == "sclerosed" else "nonGS",
+                           "slide": f"phantom-{split}-{i:05d}"})
+        out[split] = {"images": images, "masks": masks, "names": names, "labels": labels}
+    return out
+
+
+def _real_glomeruli(P, seed: int, root: Path) -> tuple[dict[str, dict], list]:
+    d = P.data
+    folder = (root / d.source).resolve()
+    pairs = load_pairs(folder, "binary", strict=False)
+    slides = [_slide_of(n, pairs) for n in pairs.names]
+    parts = split_by_group(slides, d.real_split, seed)
+    out = {}
+    for split, idx in zip(("gan", "train", "val", "test"), parts, strict=True):
+        out[split] = {
+            "images": [_resize(pairs.images[i], d.patch_size, nearest=False) for i in idx],
+            "masks": [_resize(pairs.masks[i], d.patch_size, nearest=True) for i in idx],
+            "names": [pairs.names[i] for i in idx],
+            "labels": [{"class": pairs.label(pairs.names[i], "class"), "slide": slides[i]} for i in idx],
+        }
+        if not idx:
+            raise DataError(f"{folder}: real_split {d.real_split} leaves the {split!r} split empty "
+                            f"({len(set(slides))} slides); give it a larger fraction or more slides")
+    return out, pairs.skipped
+
+
+def _phantom_tiles(P, seed: int) -> tuple[dict, dict, dict]:
+    """Tissue tiles -> inpainting (3-class) masks, compartment masks, and sclerosed-centred crops."""
+    d = P.data
+    inpaint, comp, crops = {}, {}, {}
+    half = d.crop_size // 2
+    for split, n in zip(("train", "val", "test"), d.n_tiles, strict=True):
+        inpaint[split] = {"images": [], "masks": [], "names": [], "labels": []}
+        comp[split] = {"images": [], "masks": [], "names": [], "labels": []}
+        crops[split] = {"images": [], "masks": [], "names": [], "labels": []}
+        for i in tqdm(range(n), desc=f"tiles/{split}", leave=False):
+            s = item_seed(seed, "tiles", split, i)
+            t = phantom.render_tile(s, size=(d.tile_size, d.tile_size), stain=d.stain,
+                                    glomerulus_diameter=d.glomerulus_diameter,
+                                    sclerosed_fraction=d.sclerosed_fraction)
+            cls = np.zeros(t.glomeruli.shape, np.uint8)
+            for gid, kind in t.glomerulus_class.items():
+                cls[t.glomeruli == gid] = 2 if kind == "sclerosed" else 1
+            name = f"{split}_{i:05d}.png"
+            n_scl = sum(k == "sclerosed" for k in t.glomerulus_class.values())
+            row = {"slide": f"phantom-{split}-{i:05d}", "n_glomeruli": str(len(t.glomerulus_class)),
+                   "n_sclerosed": str(n_scl)}
+            for store, mask in ((inpaint, cls), (comp, t.compartments)):
+                store[split]["images"].append(t.image)
+                store[split]["masks"].append(mask)
+                store[split]["names"].append(name)
+                store[split]["labels"].append(row)
+            padded_img = np.pad(t.image, ((half, half), (half, half), (0, 0)), mode="reflect")
+            for gid, kind in sorted(t.glomerulus_class.items()):
+                if kind != "sclerosed":
+                    continue
+                ys, xs = np.nonzero(t.glomeruli == gid)
+                cy, cx = int(round(ys.mean())), int(round(xs.mean()))
+                # the crop is taken on a reflect-padded tile so glomeruli at the border still centre
+                img = padded_img[cy:cy + d.crop_size, cx:cx + d.crop_size]
+                m = np.pad(t.glomeruli == gid, half)[cy:cy + d.crop_size, cx:cx + d.crop_size]
+                crops[split]["images"].append(np.ascontiguousarray(img))
+                crops[split]["masks"].append(m.astype(np.uint8))
+                crops[split]["names"].append(f"{split}_{i:05d}_g{gid:02d}.png")
+                crops[split]["labels"].append({"slide": row["slide"], "class": "GS"})
+    return inpaint, comp, crops
+
+
+def _phantom_nuclei(P, seed: int) -> dict:
+    d = P.data
+    out = {}
+    for split, n in zip(("train", "val", "test"), d.n_nuclei, strict=True):
+        out[split] = {"images": [], "masks": [], "names": [], "labels": []}
+        for i in tqdm(range(n), desc=f"nuclei/{split}", leave=False):
+            t = phantom.nuclei_field(item_seed(seed, "nuclei", split, i), size=d.nuclei_size,
+                                     style=d.nuclei_style, nucleus_diameter=d.nucleus_diameter)
+            out[split]["images"].append(t.image)
+            out[split]["masks"].append(t.nuclei)
+            out[split]["names"].append(f"{split}_{i:05d}.png")
+            out[split]["labels"].append({"slide": f"phantom-{split}-{i:05d}", "style": d.nuclei_style})
+    return out
+
+
+def _real_nuclei(P, seed: int, root: Path) -> tuple[dict, list]:
+    """Real instance-labelled tiles: split by image (or slide), then cut into non-overlapping crops."""
+    d = P.data
+    folder = (root / d.nuclei_source).resolve()
+    pairs = load_pairs(folder, "instances", strict=False)
+    slides = [_slide_of(n, pairs) for n in pairs.names]
+    parts = split_by_group(slides, list(d.n_nuclei), seed)
+    size = d.nuclei_size
+    out = {}
+    for split, idx in zip(("train", "val", "test"), parts, strict=True):
+        out[split] = {"images": [], "masks": [], "names": [], "labels": []}
+        for i in idx:
+            img, msk = pairs.images[i], pairs.masks[i]
+            for y in range(0, img.shape[0] - size + 1, size):
+                for x in range(0, img.shape[1] - size + 1, size):
+                    crop = msk[y:y + size, x:x + size]
+                    # relabel so ids are 1..n inside each crop
+                    _, inv = np.unique(crop, return_inverse=True)
+                    out[split]["images"].append(np.ascontiguousarray(img[y:y + size, x:x + size]))
+                    out[split]["masks"].append(inv.reshape(crop.shape).astype(np.int32))
+                    out[split]["names"].append(f"{Path(pairs.names[i]).stem}_y{y:04d}_x{x:04d}.png")
+                    out[split]["labels"].append({"slide": slides[i], "source_image": pairs.names[i]})
+    return out, pairs.skipped
+
+
+def _write_dataset(prepared: Path, name: str, splits: dict, mask_kind: str) -> dict:
+    with complete_dir(prepared / name) as tmp:
+        for split, items in splits.items():
+            save_pairs(tmp / split, items["images"], items["masks"], items["names"], items["labels"] or None,
+                       mask_kind=mask_kind)
+        hashes = _hash_folder(tmp)
+    sizes = {split: sorted({f"{im.shape[1]}x{im.shape[0]}" for im in items["images"]})
+             for split, items in splits.items()}
+    digest = hashlib.sha256("".join(f"{k}{v}" for k, v in hashes.items()).encode()).hexdigest()[:16]
+    return {"counts": {s: len(v["names"]) for s, v in splits.items()}, "sizes": sizes, "mask_kind": mask_kind,
+            "digest": digest, "files": hashes}
+
+
+def build_all(P, root: Path, prepared: Path | None = None,
+              log: Callable[[str], None] = print) -> dict:
+    """Build every dataset for the resolved params ``P`` and write the manifest.
+
+    Args:
+        P: :class:`histolib.config.Params` (uses ``P.data`` and ``P.seed``).
+        root: the project root (real-data folders are relative to it).
+        prepared: output folder; default ``<root>/data/prepared/<profile>``.
+
+    Returns:
+        The manifest dict (also written to ``manifest.json``).
+    """
+    prepared = Path(prepared or root / "data" / "prepared" / P.profile)
+    prepared.mkdir(parents=True, exist_ok=True)
+    d, seed = P.data, P.seed
+    manifest = {"profile": P.profile, "seed": seed, "data_params": P.resolved["data"], "datasets": {},
+                "skipped": {}}
+    if d.source == "phantom":
+        glom, skipped = _phantom_glomeruli(P, seed), []
+    else:
+        glom, skipped = _real_glomeruli(P, seed, root)
+    manifest["datasets"]["glomeruli"] = _write_dataset(prepared, "glomeruli", glom, "binary")
+    manifest["datasets"]["glomeruli"]["source"] = d.source
+    manifest["skipped"]["glomeruli"] = [{"file": f, "reason": r} for f, r in skipped]
+    log(f"glomeruli ({d.source}): {manifest['datasets']['glomeruli']['counts']}, skipped {len(skipped)}")
+
+    inpaint, comp, crops = _phantom_tiles(P, seed)
+    for name, splits, kind in (("inpainting", inpaint, "classes"), ("compartments", comp, "classes"),
+                               ("sclerosed_crops", crops, "binary")):
+        manifest["datasets"][name] = _write_dataset(prepared, name, splits, kind)
+        manifest["datasets"][name]["source"] = "phantom"
+        log(f"{name} (phantom): {manifest['datasets'][name]['counts']}")
+
+    if d.nuclei_source == "phantom":
+        nuc, skipped = _phantom_nuclei(P, seed), []
+    else:
+        nuc, skipped = _real_nuclei(P, seed, root)
+    manifest["datasets"]["nuclei"] = _write_dataset(prepared, "nuclei", nuc, "instances")
+    manifest["datasets"]["nuclei"]["source"] = d.nuclei_source
+    manifest["skipped"]["nuclei"] = [{"file": f, "reason": r} for f, r in skipped]
+    log(f"nuclei ({d.nuclei_source}): {manifest['datasets']['nuclei']['counts']}, skipped {len(skipped)}")
+    write_json(prepared / "manifest.json", manifest)
+    return manifest

@@ -1,0 +1,1 @@
+"""Metrics: segmentation, instance, image quality and diversity."""

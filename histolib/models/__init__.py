@@ -1,0 +1,1 @@
+"""Networks: one model family per file, tensor shapes in every docstring."""

@@ -1,0 +1,67 @@
+"""The setup every notebook shares: find the project, load and check params, seed, record the environment.
+
+A notebook's setup cell is::
+
+    S = start("01", profile, overrides)   # then S.params, S.out, S.models, S.root
+
+and its last cell writes ``S.out / "metrics.json"`` with :func:`write_metrics`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from histolib.config import Params, load_params
+from histolib.fileio import write_json
+from histolib.paths import models_dir, project_root, results_dir
+from histolib.repro import environment_record, seed_everything
+
+
+@dataclass
+class Session:
+    """What a notebook needs after setup."""
+
+    notebook: str
+    root: Path
+    params: Params
+    out: Path       # results/<nb>/: metrics, tables, figures, grids
+    models: Path    # models/<profile>/<nb>/: checkpoints (gitignored, DVC cache)
+    env: dict
+
+    @property
+    def conditions(self) -> dict:
+        """Profile, seed and data source: printed beside every table."""
+        d = self.params.data
+        return {"profile": self.params.profile, "seed": self.params.seed, "data_source": d.source,
+                "patch_size": d.patch_size}
+
+
+def start(notebook: str, profile: str | None = None, overrides: dict | None = None) -> Session:
+    """Load params (profile/overrides from the parameters cell), seed everything, print the environment.
+
+    Args:
+        notebook: ``"00"``, ``"01"``, ... (names the results folder).
+        profile: ``None`` keeps ``$HISTOLIB_PROFILE`` or params.yaml's profile.
+        overrides: dotted keys, e.g. ``{"unet.epochs": 3}``.
+    """
+    root = project_root()
+    P = load_params(profile, overrides or {})
+    seed_everything(P.seed)
+    if P.unet.threads:
+        torch.set_num_threads(P.unet.threads)
+    env = environment_record(P.profile, root)
+    print(f"histolib notebook {notebook}: profile {P.profile!r}, seed {P.seed}, device {env['device']}, "
+          f"torch {env['packages']['torch']} ({env['torch_threads']} threads), commit {env['git_commit']}")
+    return Session(notebook, root, P, results_dir(notebook, root),
+                   models_dir(notebook, P.profile, root), env)
+
+
+def write_metrics(session: Session, metrics: dict, name: str = "metrics.json") -> Path:
+    """Write ``metrics`` with the run's conditions, params and environment beside them."""
+    payload = {**metrics, "conditions": session.conditions, "environment": session.env,
+               "params": json.loads(json.dumps(session.params.resolved))}
+    return write_json(session.out / name, payload)

@@ -1,0 +1,1 @@
+"""Pure array/tensor functions. Nothing here imports the rest of histolib."""

@@ -1,0 +1,62 @@
+"""Params sections shared by every notebook: the data builder and the segmentation harness."""
+
+from __future__ import annotations
+
+from histolib.config import knob, section
+
+
+@section("data")
+class DataParams:
+    """What the builder (``histolib build-data``, the DVC ``data`` stage) writes to ``data/prepared``."""
+
+    source: str = knob("glomerulus patches: 'phantom' or a folder with images/*.png, masks/*.png "
+                       "(binary 0/255), optional labels.csv (file, class, slide); relative to the project root")
+    nuclei_source: str = knob("nuclei fields: 'phantom' or a folder with images/*.png and 16-bit instance "
+                              "masks/*.png (MoNuSeg-like)")
+    stain: str = knob("phantom stain for glomerulus patches and tiles", choices=("pas", "he"))
+    patch_size: int = knob("glomerulus patch side in px (papers 000/001: 256)", min=16, max=1024)
+    fill: list[float] = knob("phantom glomerulus diameter as a fraction of the patch [min, max]", min=0.1, max=1.0)
+    sclerosed_fraction: float = knob("share of phantom glomeruli that are globally sclerosed", min=0.0, max=0.5)
+    n_gan: int = knob("patches for GAN training, disjoint from the U-Net sets (paper 000: 660)", min=1)
+    n_train: int = knob("U-Net training patches (paper 000: 660)", min=1)
+    n_val: int = knob("validation patches (paper 000: 400)", min=1)
+    n_test: int = knob("test patches (paper 000: 431)", min=1)
+    real_split: list[float] = knob("real data: fractions for [gan, train, val, test], split by slide",
+                                   min=0.0, max=1.0)
+    tile_size: int = knob("tissue tiles with normal + sclerosed glomeruli and 5 compartments (papers 002/003)",
+                          min=32, max=4096)
+    glomerulus_diameter: float = knob("glomerulus diameter in tiles, px", min=8)
+    n_tiles: list[int] = knob("tissue tiles per split [train, val, test]", min=0)
+    crop_size: int = knob("sclerosed-centred crops cut from the tiles, px", min=16)
+    nuclei_size: int = knob("nuclei field side in px", min=32, max=2048)
+    nuclei_style: str = knob("phantom nuclei fields", choices=("he", "fluorescence"))
+    nucleus_diameter: float = knob("mean phantom nucleus diameter, px (MoNuSeg at 40x: median 22)", min=3)
+    n_nuclei: list[int] = knob("nuclei fields per split [train, val, test]", min=0)
+
+
+@section("unet")
+class UNetParams:
+    """The segmentation harness: U-Net (Ronneberger et al.) training and evaluation."""
+
+    width: int = knob("channels of the first level (doubles per level; paper U-Net: 64)", min=1)
+    depth: int = knob("number of levels (poolings = depth - 1)", min=2, max=7)
+    epochs: int = knob("training epochs; the checkpoint with the best validation Dice is kept", min=1)
+    batch_size: int = knob("images per optimisation step", min=1)
+    lr: float = knob("Adam learning rate", min=0.0)
+    augment_p: float = knob("probability of a live flip and of a 90-degree rotation (paper 000: 0.5)",
+                            min=0.0, max=1.0)
+    loss: str = knob("cross-entropy, or cross-entropy + soft Dice", choices=("ce", "ce_dice"))
+    n_seeds: int = knob("independent trainings per configuration (paper 000: 5)", min=1)
+    threads: int = knob("torch CPU threads (0: torch's default)", min=0)
+
+
+@section("sim2real")
+class Sim2RealParams:
+    """Notebook 00: phantom realism, measured against real glomerulus crops when they are present."""
+
+    real_folder: str = knob("real glomerulus crops for the realism checks (skipped cleanly when absent); "
+                            "relative to the project root")
+    n_real: int = knob("real crops used at most (all 504 in ../shared)", min=1)
+    n_grid: int = knob("examples per dataset grid", min=1, max=64)
+    real_fill: float = knob("glomerulus diameter / crop side in the real crops (~0.99: tight crops); "
+                            "real crops are rescaled so the glomerulus matches the phantom's mean fill", min=0.1)

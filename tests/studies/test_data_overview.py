@@ -1,0 +1,45 @@
+"""Notebook 00's helpers on hand-made inputs."""
+
+import numpy as np
+import pytest
+
+from histolib.data.folder import Pairs
+from histolib.studies import data_overview as ov
+
+
+def test_equivalent_diameter_fraction():
+    m = np.zeros((10, 10), np.uint8)
+    m[:5, :5] = 1  # area 25 -> d = sqrt(100/pi)
+    assert ov.equivalent_diameter_fraction([m])[0] == pytest.approx(np.sqrt(100 / np.pi) / 10)
+
+
+def test_colour_statistics_white_is_not_tissue():
+    im = np.full((4, 4, 3), 245, np.uint8)
+    im[:2] = (200, 80, 160)           # saturated magenta half
+    s = ov.colour_statistics([im])
+    assert s["tissue_fraction"][0] == pytest.approx(0.5)
+    assert s["saturation"][0] == pytest.approx(120 / 200, abs=1e-6)
+
+
+def test_rescale_matches_glomerulus_diameter():
+    m = np.zeros((40, 40), np.uint8)
+    m[10:30, 10:30] = 1               # d = sqrt(1600/pi) ~ 22.6 px
+    pairs = Pairs([np.zeros((40, 40, 3), np.uint8)], [m], ["a.png"])
+    out = ov.rescale_to_glomerulus_size(pairs, target_diameter=11.3)
+    assert out.images[0].shape[0] == 20 and out.masks[0].shape == (20, 20)
+    assert set(np.unique(out.masks[0])) <= {0, 1}
+
+
+def test_baseline_and_claims():
+    m = np.zeros((4, 4), np.uint8)
+    m[:2] = 1
+    base = ov.all_foreground_baseline(Pairs([np.zeros((4, 4, 3), np.uint8)], [m], ["a"]))
+    assert base["dice"] == pytest.approx(2 * 8 / (2 * 8 + 8))
+    summary = {"real_dice": {"mean": 0.9, "std": 0.01, "ci_low": 0.88, "ci_high": 0.92, "n": 3},
+               "real_baseline": {"dice": 0.8}}
+    rows = [{"statistic": "hue", "phantom": "0.900 [0.8, 1.0]", "real": "0.850 [0.800, 0.950]"}]
+    claims = ov.realism_claims(summary, rows)
+    assert claims[0]["verdict"] == "holds" and claims[1]["verdict"] == "holds"
+    summary["real_dice"].update(ci_low=0.5, ci_high=0.7)
+    assert ov.realism_claims(summary, [])[0]["verdict"] == "does not hold"
+    assert ov.realism_claims({}, [])[0]["verdict"] == "not measured"

@@ -1,0 +1,158 @@
+"""Notebook 02's study module: variants, conditions, deformations, collapse scores, claims, resumable runs."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from histolib.errors import ParamError
+from histolib.studies import pix2pix as p2p
+from histolib.train.features import random_net
+
+
+def _cfg(**kw):
+    base = dict(variants=["full", "no_ms"], ngf=4, ndf=4, kernel_size=4, norm="instance", d_head="linear",
+                n_dropout=3, dropout=0.5, batch_size=2, steps=4, lr=2e-4, beta1=0.5, beta2=0.999, lambda_l1=10.0,
+                mu_ms=10.0, structure_threshold=0.1, eval_every=2, kid_features="random", kid_encoder_steps=1,
+                kid_subsets=5, deform_sigma=20.0, deform_points=3, n_bootstrap=20, n_grid=4)
+    base.update(kw)
+    return p2p.Pix2PixParams(**base)
+
+
+def _cset(n=6, size=32, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    masks = np.stack([((yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (6 + i) ** 2) for i in range(n)]).astype(np.uint8)
+    structure = (rng.random((n, size, size)) > 0.5).astype(np.uint8)
+    images = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    return p2p.ConditionSet(images, masks, structure)
+
+
+def test_variants_map_to_the_paper_ablations():
+    cfg = _cfg()
+    full, no_s, no_ms = (p2p.options_for(v, cfg, 64) for v in ("full", "no_structure", "no_ms"))
+    cond_d, plain = p2p.options_for("conditional_d", cfg, 64), p2p.options_for("pix2pix", cfg, 64)
+    assert (full.in_channels, full.mu_ms, full.conditional_d) == (2, 10.0, False)
+    assert (no_s.in_channels, no_s.mu_ms) == (1, 10.0)
+    assert (no_ms.in_channels, no_ms.mu_ms) == (2, 0.0)
+    assert cond_d.conditional_d and cond_d.mu_ms == 10.0
+    assert (plain.in_channels, plain.mu_ms, plain.conditional_d) == (1, 0.0, True)
+    assert p2p.options_for("full", cfg, 8).n_dropout == 2  # capped by the depth at tiny sizes
+    with pytest.raises(ParamError, match="unknown Pix2Pix variant"):
+        p2p.get_variant("nope")
+    with pytest.raises(ParamError, match="full"):
+        p2p.check_variants(["no_ms"])
+    with pytest.raises(ParamError, match="repeats"):
+        p2p.check_variants(["full", "full"])
+
+
+def test_condition_channels_follow_the_variant():
+    cs = _cset(n=2)
+    assert p2p.ConditionSet.conditions(cs, "full").shape == (2, 2, 32, 32)
+    c = cs.conditions("no_structure")
+    assert c.shape == (2, 1, 32, 32) and set(c.unique().tolist()) == {-1.0, 1.0}
+    assert torch.equal(c[:, 0], cs.conditions("full")[:, 0])
+
+
+def test_deformation_keeps_maps_binary_aligned_and_reproducible():
+    cs = _cset(n=3)
+    a, b = p2p.deformed(cs, seed=1, sigma=40.0), p2p.deformed(cs, seed=1, sigma=40.0)
+    assert np.array_equal(a.masks, b.masks) and np.array_equal(a.structure, b.structure)
+    assert set(np.unique(a.masks)) <= {0, 1} and set(np.unique(a.structure)) <= {0, 1}
+    assert a.images.shape == cs.images.shape and a.images.dtype == np.uint8
+    assert not np.array_equal(a.masks, cs.masks)  # it moved
+    assert not np.array_equal(a.masks, p2p.deformed(cs, seed=2, sigma=40.0).masks)
+    same = p2p.deformed(cs, seed=1, sigma=0.0)  # no displacement: the identity
+    assert np.array_equal(same.masks, cs.masks) and np.array_equal(same.structure, cs.structure)
+
+
+def test_bootstrap_ratio_of_equal_matrices_is_one():
+    d = np.abs(np.subtract.outer(np.arange(6.0), np.arange(6.0)))
+    lo, hi = p2p.bootstrap_ratio_interval(2 * d, d, n_boot=30, seed=0)
+    assert lo == pytest.approx(2.0) and hi == pytest.approx(2.0)
+    assert all(math.isnan(v) for v in p2p.bootstrap_ratio_interval(d[:2, :2], d[:2, :2], 5, 0))
+
+
+def test_verdict():
+    assert p2p.verdict(0.1, 0.3) == "reproduced"
+    assert p2p.verdict(-0.3, -0.1) == "not reproduced"
+    assert p2p.verdict(-0.1, 0.1) == "inconclusive"
+    assert p2p.verdict(-0.3, -0.1, direction=-1) == "reproduced"
+    assert p2p.verdict(float("nan"), 1.0) == "inconclusive"
+
+
+class _Constant(nn.Module):
+    """A fully collapsed generator: the same grey image whatever the input."""
+
+    def forward(self, x, generator=None):
+        return torch.zeros(x.shape[0], 3, *x.shape[-2:])
+
+
+class _Echo(nn.Module):
+    """An input-driven generator: the mask in every channel."""
+
+    def forward(self, x, generator=None):
+        return x[:, :1].expand(-1, 3, -1, -1) * 0.9
+
+
+def test_collapse_scores_tell_a_collapsed_generator_from_a_responsive_one():
+    cs = _cset(n=6)
+    net = random_net(0)
+    flat = p2p.collapse_scores(_Constant(), cs, "full", net, seed=0, n_subsets=5, n_boot=20)
+    echo = p2p.collapse_scores(_Echo(), cs, "full", net, seed=0, n_subsets=5, n_boot=20)
+    assert flat["diversity_ratio"] == pytest.approx(0.0, abs=1e-6) and flat["sensitivity"] == 0.0
+    assert echo["diversity_ratio"] > 0.01 and echo["sensitivity"] > 0.1
+    assert flat["dropout_diversity"] == 0.0
+    assert flat["outputs"].shape == (6, 32, 32, 3)
+    assert flat["diversity_ratio_ci"][1] <= echo["diversity_ratio_ci"][0] + 1e-9
+
+
+def test_paired_difference_and_claims():
+    cs = _cset(n=6)
+    net = random_net(0)
+    point, lo, hi = p2p.paired_bootstrap_difference(_Echo(), _Constant(), cs, "full", "pix2pix", net, 0, 30)
+    assert point > 0 and lo > 0 and hi >= lo
+    scores = {"full": {"diversity_ratio": 0.9, "diversity_ratio_ci": [0.8, 1.0], "kid": 0.01},
+              "pix2pix": {"diversity_ratio": 0.1, "diversity_ratio_ci": [0.05, 0.2], "kid": 0.05}}
+    downstream = [{"set": s, "seed": k, "dice": d} for s, base in (("Real", 0.90), ("Pix2Pix", 0.80),
+                                                                 ("Real+Pix2Pix", 0.92))
+                  for k, d in enumerate(base + np.array([0.0, 0.01, -0.005]))]
+    out = {c["claim"][:20]: c["verdict"] for c in p2p.claims(scores, {"full-pix2pix": (0.8, 0.7, 0.9)}, downstream)}
+    assert list(out.values()) == ["reproduced", "reproduced", "reproduced", "not reproduced", "reproduced"]
+
+
+def test_dice_table_pairs_sets_with_real():
+    rows = [{"set": s, "seed": k, "dice": d, "precision": 0.9, "recall": 0.8, "n_train": 4}
+            for s, ds in (("Real", [0.8, 0.82, 0.81]), ("Pix2Pix", [0.7, 0.71, 0.73])) for k, d in enumerate(ds)]
+    table = p2p.dice_table(rows)
+    assert [r["training set"] for r in table] == ["Real", "Pix2Pix"]
+    assert table[0]["Dice (%)"] == "81.00 ± 1.00"
+    assert table[1]["vs Real"].startswith("-9.67")
+
+
+def test_train_variant_trains_then_loads_a_complete_run_without_writing(tmp_path):
+    cfg, train, val = _cfg(), _cset(n=6), _cset(n=4, seed=1)
+    net = random_net(0)
+    run = p2p.train_variant("full", cfg, train, val, net, tmp_path, seed=0, progress=False)
+    assert run.best_step in (2, 4) and [h["step"] for h in run.val_history] == [2, 4]
+    assert run.log and "loss_ms" in run.log[-1]
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    again = p2p.train_variant("full", cfg, train, val, net, tmp_path, seed=0, progress=False)
+    after = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    assert before == after  # read-only: under DVC the folder belongs to the training stage
+    assert again.best_step == run.best_step
+    for (k, a), b in zip(run.generator.state_dict().items(), again.generator.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    pairs = p2p.synthetic_pairs(again.generator, p2p.deformed(train, 0, 20.0), "full", seed=0)
+    both = p2p.concat_pairs(pairs, pairs)
+    assert np.asarray(pairs.images).shape == (6, 32, 32, 3) and len(both) == 12
+
+
+def test_wide_table_for_dvc_plots():
+    rows = [{"variant": "full", "step": 2, "val_kid": 0.1}, {"variant": "no_ms", "step": 2, "val_kid": 0.3},
+            {"variant": "full", "step": 4, "val_kid": 0.05}]
+    assert p2p.wide_table(rows, "val_kid") == [{"step": 2, "full": 0.1, "no_ms": 0.3}, {"step": 4, "full": 0.05}]
+    two = p2p.wide_table([{"variant": "full", "step": 1, "loss_d": 1.0, "loss_l1": 0.5}], ["loss_d", "loss_l1"])
+    assert two == [{"step": 1, "full_loss_d": 1.0, "full_loss_l1": 0.5}]

@@ -1,0 +1,49 @@
+import numpy as np
+import pytest
+import torch
+
+from histolib.errors import DataError, ParamError
+from histolib.train import adain as T
+
+
+def _data():
+    rng = np.random.default_rng(0)
+    masks = np.zeros((3, 32, 32), np.int32)
+    masks[:, 8:16, 8:20] = 1
+    masks[1, 20:28, 4:12] = 2
+    styles = rng.integers(0, 255, (2, 40, 40, 3), dtype=np.uint8)
+    return masks, styles
+
+
+def _config(**kw):
+    return T.AdaINTrainConfig(**{**dict(width=0.125, size=16, batch_size=2, steps=3, ckpt_every=2,
+                                        log_every=1), **kw})
+
+
+def test_train_resume_and_generate(tmp_path):
+    masks, styles = _data()
+    model, info = T.train_adain(masks, styles, _config(steps=2), tmp_path / "a", progress=False)
+    assert info.kind == "vgg19-random-init"
+    model, _ = T.train_adain(masks, styles, _config(steps=3), tmp_path / "a", progress=False)
+    state = torch.load(tmp_path / "a" / "last.pt", weights_only=False)
+    assert state["step"] == 3 and state["encoder"]["kind"] == "vgg19-random-init"
+    images, chosen = T.generate_images(model, masks, styles, style_counts=[1, 2])
+    assert images.shape == (3, 32, 32, 3) and images.dtype == np.uint8
+    np.testing.assert_array_equal(chosen, [0, 1, 0])  # closest nucleus count
+
+
+def test_augmentations_keep_shapes_and_ranges():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 3, 16, 16, generator=g)
+    assert T._photometric(x, g).shape == x.shape
+    m = (torch.rand(4, 3, 16, 16, generator=g) > 0.5).float()
+    warped = T._random_affine(T._flip(m, g), g, "nearest")
+    assert set(torch.unique(warped).tolist()) <= {0.0, 1.0}
+
+
+def test_bad_inputs():
+    masks, styles = _data()
+    with pytest.raises(ParamError, match="size"):
+        T.train_adain(masks, styles, _config(size=12), "/tmp/unused", progress=False)
+    with pytest.raises(DataError, match="styles"):
+        T.train_adain(masks, styles.astype(np.float32), _config(), "/tmp/unused", progress=False)

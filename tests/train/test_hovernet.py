@@ -1,0 +1,87 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from histolib.errors import DataError, TrainingDiverged
+from histolib.train import hovernet as T
+
+
+def _data(n=3, size=32, seed=0):
+    rng = np.random.default_rng(seed)
+    images = np.full((n, size, size, 3), 230, np.uint8)
+    inst = np.zeros((n, size, size), np.int32)
+    yy, xx = np.mgrid[:size, :size]
+    for i in range(n):
+        for k in range(1, 5):
+            cy, cx = rng.integers(5, size - 5, 2)
+            disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= 9
+            inst[i][disc] = k
+            images[i][disc] = (90, 40, 140)
+    return images, inst
+
+
+def _config(**kw):
+    base = dict(width=4, blocks=(1, 1), crop=16, batch_size=2, steps=4, ckpt_every=2, log_every=1)
+    return T.HoVerNetTrainConfig(**{**base, **kw})
+
+
+def test_sample_batch_targets_follow_the_augmented_crop():
+    images, inst = _data()
+    x, np_t, hv_t = T.sample_batch(images, inst, 4, 16, np.random.default_rng(0))
+    assert x.shape == (4, 3, 16, 16) and np_t.shape == (4, 16, 16) and hv_t.shape == (4, 2, 16, 16)
+    assert x.min() >= -1 and x.max() <= 1
+    assert torch.all((hv_t.abs().sum(1) > 0) <= (np_t > 0))  # HV only on nuclei
+    with pytest.raises(Exception, match="crop"):
+        T.sample_batch(images, inst, 1, 64, np.random.default_rng(0))
+
+
+def test_training_logs_checkpoints_resumes_and_skips_when_complete(tmp_path):
+    images, inst = _data()
+    model = T.train_hovernet(images, inst, _config(steps=2), tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "last.pt").is_file()
+    # a longer run with other args in another folder resumes nothing; the same folder with more
+    # steps resumes from step 2 (args differ, so it is not "complete")
+    resumed = T.train_hovernet(images, inst, _config(steps=4), tmp_path / "run", progress=False)
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert state["step"] == 4 and state["args"]["steps"] == 4
+    rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    again = T.train_hovernet(images, inst, _config(steps=4), tmp_path / "run", progress=False)
+    for a, b in zip(resumed.state_dict().values(), again.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert not model.training
+
+
+def test_prediction_and_evaluation_run_end_to_end(tmp_path):
+    images, inst = _data()
+    model = T.train_hovernet(images, inst, _config(steps=2), tmp_path / "run", progress=False)
+    preds = T.predict_instances(model, images)
+    assert len(preds) == 3 and preds[0].shape == (32, 32)
+    scores = T.evaluate_hovernet(model, images, inst)
+    assert 0 <= scores["dice"] <= 1 and scores["n_images"] == 3
+
+
+def test_divergence_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    images, inst = _data()
+    T.train_hovernet(images, inst, _config(steps=2), tmp_path / "run", progress=False)
+    real_loss = T.hovernet_loss
+
+    def bad_loss(*args, **kw):
+        out = real_loss(*args, **kw)
+        out["mse"] = out["mse"] * float("nan")
+        return out
+
+    monkeypatch.setattr(T, "hovernet_loss", bad_loss)
+    with pytest.raises(TrainingDiverged, match="mse"):
+        T.train_hovernet(images, inst, _config(steps=4), tmp_path / "run", progress=False)
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["step"] == 2
+
+
+def test_bad_data_is_refused():
+    images, inst = _data()
+    with pytest.raises(DataError, match="images"):
+        T.train_hovernet(images.astype(np.float32), inst, _config(), "/tmp/unused", progress=False)
+    with pytest.raises(DataError, match="instances"):
+        T.train_hovernet(images, inst[:, :10], _config(), "/tmp/unused", progress=False)
