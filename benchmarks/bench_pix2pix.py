@@ -1,7 +1,8 @@
 """Pix2Pix (seed 001) generator + discriminator training throughput: our step against the obvious one.
 
 Same networks, same initial weights, same data, same process, fp32, batch and sizes of the ``cpu``
-profile (64 px patches, 2-channel condition, unconditional D with the linear head of Table 2):
+profile read from ``params.yaml`` (64 px patches, ngf = ndf = 32, batch 8, 2-channel condition,
+unconditional D with the linear head of Table 2):
 
 * ``histolib``: :class:`histolib.train.pix2pix.Pix2PixTrainer`'s step: one G forward, D on real and
   fake in one batched call, D frozen during G's backward, fused Adam, default memory format;
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from histolib.config import load_params
 from histolib.repro import environment_record
 from histolib.train.pix2pix import (
     Pix2PixOptions,
@@ -84,18 +86,20 @@ def obvious_rate(opts: Pix2PixOptions, cond, real, batch, steps, warmup) -> floa
 
 
 def main() -> None:
+    P = load_params("cpu")  # the sizes of the cpu profile, from params.yaml
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", type=int, default=64, help="patch side (cpu profile: 64)")
-    ap.add_argument("--ngf", type=int, default=32, help="generator width (cpu profile: 32)")
-    ap.add_argument("--ndf", type=int, default=32, help="discriminator width (cpu profile: 32)")
-    ap.add_argument("--batch", type=int, default=8, help="batch size (cpu profile: 8)")
+    ap.add_argument("--size", type=int, default=P.data.patch_size, help="patch side (cpu profile)")
+    ap.add_argument("--ngf", type=int, default=P.pix2pix.ngf, help="generator width (cpu profile)")
+    ap.add_argument("--ndf", type=int, default=P.pix2pix.ndf, help="discriminator width (cpu profile)")
+    ap.add_argument("--batch", type=int, default=P.pix2pix.batch_size, help="batch size (cpu profile)")
     ap.add_argument("--steps", type=int, default=15, help="timed steps per run")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps per run")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "pix2pix.json")
     a = ap.parse_args()
 
-    opts = Pix2PixOptions(image_size=a.size, ngf=a.ngf, ndf=a.ndf)
+    opts = Pix2PixOptions(image_size=a.size, ngf=a.ngf, ndf=a.ndf, kernel_size=P.pix2pix.kernel_size,
+                          norm=P.pix2pix.norm, d_head=P.pix2pix.d_head)
     cond, real = _data(max(64, 4 * a.batch), a.size, opts.in_channels)
     runs: dict[str, list[float]] = {"obvious": [], "histolib": [], "histolib_channels_last": []}
     # one discarded round: the first runs of a process pay for oneDNN's kernel creation

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -240,9 +241,8 @@ def issue_options() -> tuple[SpadeOptions, int]:
 
 def cpu_options() -> tuple[SpadeOptions, int] | None:
     try:
-        from histolib.studies.spade import spade_options  # the params section "spade"
-
         from histolib.config import load_params
+        from histolib.studies.spade import spade_options  # the params section "spade"
 
         P = load_params("cpu")
         return spade_options(P, n_classes=2), P.spade.batch_size
@@ -264,7 +264,8 @@ def main(argv=None) -> dict:
     from histolib.train.gan import tune_cpu_allocator
 
     allocator = tune_cpu_allocator()
-    record = {"benchmark": "spade_training", "allocator_tuned": allocator, "settings": {}}
+    record = {"benchmark": "spade_training", "allocator_tuned": allocator, "settings": {},
+              "load_average_1_5_15min_at_start": list(os.getloadavg()), "torch_threads": torch.get_num_threads()}
     settings = {"issue": issue_options()}
     cpu = cpu_options()
     if cpu is not None:
@@ -276,6 +277,7 @@ def main(argv=None) -> dict:
               f"img/s (x{res['speedup_vs_reference']:.2f}); ours with ADA p=0.5 "
               f"{res['ours_ada_p0.5']['img_per_s']:.2f} img/s")
     record["environment"] = environment_record()
+    record["load_average_1_5_15min_at_end"] = list(os.getloadavg())  # > cores: other processes skewed it
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")

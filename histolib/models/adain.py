@@ -230,12 +230,17 @@ class AdaINStyleTransfer(nn.Module):
         multiple of the encoder's stride internally and cropped back."""
         h, w = content.shape[-2:]
         m = 2 ** (self.encoder.depth - 1)
+        # Zero padding inside the encoder marks the image border in the features (a band along
+        # the edges of a uniform content); a reflected margin moves it outside the crop.
+        margin = min(4 * m, h - 1, w - 1)
+        if margin > 0:
+            content = F.pad(content, (margin, margin, margin, margin), mode="reflect")
         content = _pad_to(content, m)
         style = _pad_to(style, m)
         fc = self.encoder(content)[-1]
         t = adain(fc, self.encoder(style)[-1])
         t = alpha * t + (1 - alpha) * fc
-        return self.decoder(t)[..., :h, :w].clamp(0, 1)
+        return self.decoder(t)[..., margin:margin + h, margin:margin + w].clamp(0, 1)
 
     def losses(self, content: torch.Tensor, style: torch.Tensor) -> dict[str, torch.Tensor]:
         """Training losses for a batch (sizes multiples of 8).

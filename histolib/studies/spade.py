@@ -36,6 +36,7 @@ Decisions where the paper is silent:
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -205,6 +206,18 @@ def spade_options(P, n_classes: int) -> SpadeOptions:
                         ada_interval=c.ada_interval, ada_kimg=c.ada_kimg, ada_ops=tuple(c.ada_ops))
 
 
+def perceptual_kind(cfg: SpadeParams) -> str:
+    """The feature network :func:`perceptual_loss` will use, known without building it:
+    ``none``, ``vgg19`` (local weights present), ``encoder`` or ``random``."""
+    from histolib.train.features import VGG19_FILE, _hub_file
+
+    if cfg.perceptual == "none" or cfg.lambda_perceptual == 0:
+        return "none"
+    if cfg.perceptual == "auto":
+        return "vgg19" if (cfg.perceptual_weights or _hub_file(VGG19_FILE)) else "encoder"
+    return cfg.perceptual
+
+
 def perceptual_loss(cfg: SpadeParams, images, seed: int) -> PerceptualLoss | None:
     """The perceptual term (``cfg.perceptual``): VGG19 from local weights, or the recorded substitute.
 
@@ -267,32 +280,40 @@ def train_spade(kind: str, P, images, masks, out_dir: str | Path, perceptual: Pe
     Returns:
         :class:`SpadeRun`; a complete run with the same options is loaded without training.
     """
-    from histolib.train.gan import TensorBatches, train_gan
+    from histolib.train.gan import TensorBatches, load_complete, load_task_state, read_log, train_gan
 
     k, cfg = get_kind(kind), P.spade
     images = _check_images(images)
     labels = label_maps(images, masks, kind, cfg.structure_threshold)
     opts = spade_options(P, k.n_classes)
+    trainer = SpadeTrainer(opts, seed=P.seed)
+    net_kind = perceptual_kind(cfg) if perceptual == "auto" else perceptual.net.kind if perceptual else "none"
+    args = run_args(kind, opts, cfg, images, labels, net_kind)
+    done = load_complete(out_dir, args, cfg.steps, P.seed)
+    if done is not None:  # a finished run (e.g. the nb01_train stage's output): load, write nothing
+        load_task_state(trainer, done)
+        summary = json.loads((Path(out_dir) / "checkpoints" / "COMPLETE.json").read_text())
+        trainer.G.eval()
+        return SpadeRun(kind, trainer, read_log(out_dir), float(summary.get("seconds", 0.0)), Path(out_dir),
+                        summary.get("perceptual", net_kind))
     loss = perceptual_loss(cfg, images, P.seed) if perceptual == "auto" else perceptual
-    backbone = loss.backbone if loss is not None else "none"
-    trainer = SpadeTrainer(opts, seed=P.seed, perceptual=loss)
+    trainer.perceptual = loss
     lab_t, img_t = training_tensors(images, labels, k.n_classes)
     n = min(cfg.n_grid, len(images))
     z = torch.randn(2, n, opts.z_dim, generator=torch.Generator().manual_seed(P.seed)) if opts.z_dim else None
     fixed = (lab_t[:n], img_t[:n], z) if z is not None else (lab_t[:n], img_t[:n])
-    args = run_args(kind, opts, cfg, images, labels, loss.net.kind if loss is not None else "none")
     result = train_gan(trainer, TensorBatches(lab_t, img_t, batch_size=cfg.batch_size), steps=cfg.steps,
                        out_dir=out_dir, seed=P.seed, args=args, fixed_batch=fixed,
                        checkpoint_every=cfg.checkpoint_every, sample_every=cfg.checkpoint_every,
                        log_every=max(1, cfg.steps // 500), progress=progress, desc=f"SPADE {k.set_name}")
-    seconds = result.seconds
-    if result.skipped:
-        import json
+    backbone = loss.backbone if loss is not None else "none"
+    done_file = Path(out_dir) / "checkpoints" / "COMPLETE.json"
+    if done_file.is_file():  # record the backbone beside the run (read back when the run is loaded)
+        from histolib.fileio import write_json
 
-        done = Path(out_dir) / "checkpoints" / "COMPLETE.json"
-        seconds = float(json.loads(done.read_text()).get("seconds", 0.0)) if done.is_file() else 0.0
+        write_json(done_file, {**json.loads(done_file.read_text()), "perceptual": backbone})
     trainer.G.eval()
-    return SpadeRun(kind, trainer, result.log, seconds, Path(out_dir), backbone)
+    return SpadeRun(kind, trainer, result.log, result.seconds, Path(out_dir), backbone)
 
 
 def network_table(P) -> list[dict]:
@@ -630,6 +651,19 @@ def loss_curves(runs: dict[str, SpadeRun]) -> list[dict]:
             out.append({"model": get_kind(kind).set_name, "step": row["step"],
                         **{k: row[k] for k in LOSS_KEYS if k in row}})
     return out
+
+
+def save_curves(rows: list[dict], out: str | Path) -> list[Path]:
+    """One CSV per model, ``out/gan_curves_<kind>.csv`` (step, losses, p, r_t): DVC plots."""
+    import pandas as pd
+
+    df, paths = pd.DataFrame(rows), []
+    for k in LABEL_MAPS.values():
+        if len(df) and (df["model"] == k.set_name).any():
+            path = Path(out) / f"gan_curves_{k.name}.csv"
+            df[df["model"] == k.set_name].drop(columns="model").to_csv(path, index=False)
+            paths.append(path)
+    return paths
 
 
 def curves_figure(rows: list[dict]):

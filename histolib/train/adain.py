@@ -30,6 +30,7 @@ from histolib.models.adain import (
     vgg19_relu4_1,
 )
 from histolib.train.checkpoint import Checkpointer
+from histolib.train.hovernet import data_fingerprint, resumable
 from histolib.train.monitor import TrainingLog, check_finite
 
 
@@ -159,7 +160,7 @@ def train_adain(contents: np.ndarray, styles: np.ndarray, config: AdaINTrainConf
     if config.size % stride or config.size > min(contents.shape[1:3]) or config.size > min(styles.shape[1:3]):
         raise ParamError(f"size {config.size} must be a multiple of {stride} and fit in every image")
     out = Path(out_dir)
-    ckpt = Checkpointer(out, config.to_dict())
+    ckpt = Checkpointer(out, {**config.to_dict(), "data": data_fingerprint(contents, styles)})
     model, info = build_model(config)
     if ckpt.is_complete():
         state = ckpt.load_last()
@@ -170,7 +171,7 @@ def train_adain(contents: np.ndarray, styles: np.ndarray, config: AdaINTrainConf
     gen = torch.Generator().manual_seed(config.seed + 1)
     start = 0
     state = ckpt.load_last()
-    if state is not None:
+    if resumable(state, ckpt.args):
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])

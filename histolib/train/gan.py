@@ -62,7 +62,8 @@ import torch
 from torch import nn
 
 from histolib.errors import TrainingDiverged
-from histolib.train.checkpoint import Checkpointer, _json_default
+from histolib.fileio import _json_default
+from histolib.train.checkpoint import Checkpointer
 from histolib.train.monitor import TrainingLog, check_finite
 
 try:
@@ -163,6 +164,38 @@ def _normalise(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=_json_default))
 
 
+def run_args(args: dict | None, steps: int, seed: int) -> dict:
+    """The JSON-normalised options a run of :func:`train_gan` stores in its checkpoints."""
+    return _normalise({**(args or {}), "steps": steps, "seed": seed})
+
+
+def load_complete(out_dir: str | Path, args: dict | None, steps: int, seed: int) -> dict | None:
+    """The final checkpoint of a *complete* run in ``out_dir`` made with the same options, else ``None``.
+
+    Reads only: a finished run that is another pipeline stage's output is never touched.
+    """
+    ckpt = Checkpointer(Path(out_dir) / "checkpoints", run_args(args, steps, seed))
+    if not ckpt.is_complete():
+        return None
+    last = ckpt.load_last()
+    if last is None or last.get("step") != steps or _normalise(last.get("args")) != ckpt.args:
+        return None
+    return last
+
+
+def read_log(out_dir: str | Path) -> list[dict]:
+    """The rows of ``out_dir/log.jsonl`` (read only; a torn last line is ignored)."""
+    path = Path(out_dir) / "log.jsonl"
+    rows = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    return rows
+
+
 def _all_finite(modules: dict[str, nn.Module]) -> str | None:
     for name, m in modules.items():
         for pname, p in m.state_dict().items():
@@ -221,7 +254,8 @@ def train_gan(task: GanTask, batches: Callable[[torch.Generator], Any], *, steps
         out_dir: the run's folder (checkpoints, log, samples).
         seed: the run's seed; step ``t`` uses ``step_generator(seed, t)``.
         args: JSON-able options that define the run; stored in every checkpoint. A checkpoint
-            with other ``args`` is not resumed (a warning says so and training restarts).
+            with other ``args`` is not resumed (a warning says so and training restarts). A
+            complete run with the same ``args`` is loaded without writing anything.
         fixed_batch: batch whose :meth:`GanTask.sample` rows make the sample grids; ``None``: no grids.
         checkpoint_every: steps between checkpoints (also at the end).
         sample_every: steps between sample grids.
@@ -243,18 +277,21 @@ def train_gan(task: GanTask, batches: Callable[[torch.Generator], Any], *, steps
                     ("log_every", log_every)):
         if v < 1:
             raise ValueError(f"{name} must be >= 1, got {v}")
-    tune_cpu_allocator()
     out_dir = Path(out_dir)
-    args = _normalise({**(args or {}), "steps": steps, "seed": seed})
+    done = load_complete(out_dir, args, steps, seed)
+    if done is not None:  # read-only: nothing in out_dir is written
+        load_task_state(task, done)
+        summary = json.loads((out_dir / "checkpoints" / "COMPLETE.json").read_text())
+        return GanResult(steps, steps, out_dir, read_log(out_dir), float(summary.get("seconds", 0.0)),
+                         skipped=True)
+    tune_cpu_allocator()
+    args = run_args(args, steps, seed)
     ckpt = Checkpointer(out_dir / "checkpoints", args)
     last = ckpt.load_last()
     if last is not None and _normalise(last.get("args")) != args:
         warnings.warn(f"{ckpt.last_path} was made with other options; starting over "
                       f"(stored {last.get('args')}, now {args})", stacklevel=2)
         last = None
-    if last is not None and ckpt.is_complete() and last["step"] == steps:
-        load_task_state(task, last)
-        return GanResult(steps, steps, out_dir, TrainingLog(out_dir / "log.jsonl", steps).read(), skipped=True)
     start = 0
     if last is not None:
         load_task_state(task, last)

@@ -3,15 +3,18 @@
 ``train_hovernet`` samples random crops with standard augmentation (flips, 90-degree rotations,
 brightness/contrast/per-channel gain jitter), builds the ``NP``/``HV`` targets from the augmented
 instance crop (so the HV signs always match the geometry), and optimises
-:func:`histolib.models.hovernet.hovernet_loss` with Adam. It resumes from ``<out>/last.pt``,
+:func:`histolib.models.hovernet.hovernet_loss` with Adam. It resumes from ``<out>/last.pt``
+when that checkpoint was made with the same options (its step count aside) and training data,
 logs JSON lines to ``<out>/log.jsonl``, stops with :class:`~histolib.errors.TrainingDiverged`
 on a NaN/inf loss (keeping the last good checkpoint), and skips training when ``<out>`` holds a
-finished run with the same arguments.
+finished run with the same options and training data (:func:`data_fingerprint`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +61,30 @@ class HoVerNetTrainConfig:
         d = dataclasses.asdict(self)
         d["blocks"] = list(self.blocks)
         return d
+
+
+def data_fingerprint(*arrays: np.ndarray) -> str:
+    """A short hash of the arrays' shapes, dtypes and bytes: stored with a run's options, so a
+    finished run is reused only for the same training data, not just the same options."""
+    h = hashlib.blake2b(digest_size=8)
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.shape}{a.dtype}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+_NOT_IDENTITY = ("steps", "ckpt_every", "log_every")
+
+
+def resumable(state: dict | None, args: dict) -> bool:
+    """Whether checkpoint ``state`` continues the run ``args`` describes: same options and data,
+    whatever the target step count (a longer run resumes a shorter one)."""
+    if state is None:
+        return False
+    old = {k: v for k, v in state.get("args", {}).items() if k not in _NOT_IDENTITY}
+    new = {k: v for k, v in json.loads(json.dumps(args)).items() if k not in _NOT_IDENTITY}
+    return old == new and state.get("step", 0) <= args.get("steps", 0)
 
 
 def _check_data(images: np.ndarray, instances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -138,7 +165,7 @@ def train_hovernet(images: np.ndarray, instances: np.ndarray, config: HoVerNetTr
     """
     images, instances = _check_data(images, instances)
     out = Path(out_dir)
-    ckpt = Checkpointer(out, config.to_dict())
+    ckpt = Checkpointer(out, {**config.to_dict(), "data": data_fingerprint(images, instances)})
     model = build_model(config)
     if ckpt.is_complete():
         state = ckpt.load_last()
@@ -149,7 +176,7 @@ def train_hovernet(images: np.ndarray, instances: np.ndarray, config: HoVerNetTr
     rng = np.random.default_rng([config.seed, 1])
     start = 0
     state = ckpt.load_last()
-    if state is not None:
+    if resumable(state, ckpt.args):
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         rng.bit_generator.state = state["rng"]
@@ -190,14 +217,17 @@ def predict_maps(model: HoVerNet, images: np.ndarray, batch_size: int = 8,
     return np.concatenate(probs), np.concatenate(hvs)
 
 
-def predict_instances(model: HoVerNet, images: np.ndarray, batch_size: int = 8) -> list[np.ndarray]:
-    """Instance maps ``(H, W)`` int32 for ``(N, H, W, 3)`` uint8 images (HoVer-Net post-processing)."""
+def predict_instances(model: HoVerNet, images: np.ndarray, batch_size: int = 8,
+                      postprocess: dict | None = None) -> list[np.ndarray]:
+    """Instance maps ``(H, W)`` int32 for ``(N, H, W, 3)`` uint8 images (HoVer-Net post-processing;
+    ``postprocess``: keyword arguments of :func:`~histolib.ops.instance.hovernet_postprocess`, e.g.
+    from :func:`~histolib.ops.instance.postprocess_sizes`)."""
     probs, hvs = predict_maps(model, images, batch_size)
-    return [hovernet_postprocess(p, hv) for p, hv in zip(probs, hvs, strict=True)]
+    return [hovernet_postprocess(p, hv, **(postprocess or {})) for p, hv in zip(probs, hvs, strict=True)]
 
 
 def evaluate_hovernet(model: HoVerNet, images: np.ndarray, instances: np.ndarray,
-                      batch_size: int = 8) -> dict:
+                      batch_size: int = 8, postprocess: dict | None = None) -> dict:
     """HoVer-Net's metrics (DICE, DICE2, AJI, AJI+, PQ), per image then averaged."""
     images, instances = _check_data(images, instances)
-    return mean_instance_metrics(list(instances), predict_instances(model, images, batch_size))
+    return mean_instance_metrics(list(instances), predict_instances(model, images, batch_size, postprocess))

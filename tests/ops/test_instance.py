@@ -71,3 +71,29 @@ def test_remove_small_objects_and_relabel():
     np.testing.assert_array_equal(I.remove_small_objects(lab, 3), [[1, 1, 0, 0], [1, 0, 0, 0], [5, 5, 5, 0]])
     np.testing.assert_array_equal(I.relabel_sequential(lab), [[1, 1, 0, 2], [1, 0, 0, 0], [3, 3, 3, 0]])
     assert I.relabel_sequential(np.zeros((2, 2), np.int64)).dtype == np.int32
+
+
+def test_postprocess_sizes_scale_hovernets_defaults():
+    assert I.postprocess_sizes(27.0) == {"ksize": 21, "marker_open": 5, "min_size": 10}
+    assert I.postprocess_sizes(9.0) == {"ksize": 7, "marker_open": 1, "min_size": 3}
+    assert I.postprocess_sizes(float("nan")) == {"ksize": 21, "marker_open": 5, "min_size": 10}
+    inst = np.zeros((20, 20), np.int32)
+    inst[0:2, 0:2] = 1  # area 4
+    inst[5:9, 5:9] = 2  # area 16
+    inst[12:15, 12:15] = 3  # area 9
+    assert I.median_nucleus_diameter([inst]) == pytest.approx(2 * np.sqrt(9 / np.pi))
+    assert np.isnan(I.median_nucleus_diameter([np.zeros((3, 3), np.int32)]))
+
+
+def test_scaled_postprocess_recovers_small_touching_nuclei():
+    inst = np.zeros((48, 48), np.int32)
+    k = 1
+    for cy in range(6, 44, 8):  # a packed grid of 7 px discs, neighbours touching
+        for cx in range(6, 44, 8):
+            _disc(inst, cy, cx, 4, k)
+            k += 1
+    hv = I.hv_maps(inst)
+    default = I.hovernet_postprocess((inst > 0).astype(float), hv)
+    scaled = I.hovernet_postprocess((inst > 0).astype(float), hv, **I.postprocess_sizes(8.0))
+    n_true = inst.max()
+    assert scaled.max() >= n_true - 1 > default.max()

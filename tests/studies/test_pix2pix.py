@@ -15,8 +15,9 @@ from histolib.train.features import random_net
 def _cfg(**kw):
     base = dict(variants=["full", "no_ms"], ngf=4, ndf=4, kernel_size=4, norm="instance", d_head="linear",
                 n_dropout=3, dropout=0.5, batch_size=2, steps=4, lr=2e-4, beta1=0.5, beta2=0.999, lambda_l1=10.0,
-                mu_ms=10.0, structure_threshold=0.1, eval_every=2, kid_features="random", kid_encoder_steps=1,
-                kid_subsets=5, deform_sigma=20.0, deform_points=3, n_bootstrap=20, n_grid=4)
+                mu_ms=10.0, structure_map="otsu", structure_threshold=0.1, eval_every=2, kid_features="random",
+                kid_encoder_steps=1,
+                kid_subsets=5, n_bootstrap=20, n_grid=4)
     base.update(kw)
     return p2p.Pix2PixParams(**base)
 
@@ -56,16 +57,42 @@ def test_condition_channels_follow_the_variant():
     assert torch.equal(c[:, 0], cs.conditions("full")[:, 0])
 
 
-def test_deformation_keeps_maps_binary_aligned_and_reproducible():
-    cs = _cset(n=3)
-    a, b = p2p.deformed(cs, seed=1, sigma=40.0), p2p.deformed(cs, seed=1, sigma=40.0)
-    assert np.array_equal(a.masks, b.masks) and np.array_equal(a.structure, b.structure)
-    assert set(np.unique(a.masks)) <= {0, 1} and set(np.unique(a.structure)) <= {0, 1}
-    assert a.images.shape == cs.images.shape and a.images.dtype == np.uint8
-    assert not np.array_equal(a.masks, cs.masks)  # it moved
-    assert not np.array_equal(a.masks, p2p.deformed(cs, seed=2, sigma=40.0).masks)
-    same = p2p.deformed(cs, seed=1, sigma=0.0)  # no displacement: the identity
-    assert np.array_equal(same.masks, cs.masks) and np.array_equal(same.structure, cs.structure)
+def test_downstream_sets_follow_notebook_01():
+    from types import SimpleNamespace
+
+    from histolib.studies.spade import deform_copies
+
+    cs, g = _cset(n=3), _Echo()
+    spade_cfg = SimpleNamespace(n_deform=2, deform_sigma=40.0, deform_points=3)
+    sets, deformed, synth = p2p.downstream_sets(g, cs, spade_cfg, seed=1)
+    ref = deform_copies(cs.images, cs.masks, cs.structure, 2, 1, 40.0, 3)  # notebook 01's Real set
+    assert np.array_equal(np.asarray(sets["Real"].images), ref.images.reshape(6, 32, 32, 3))
+    assert np.array_equal(deformed.structure, ref.structure) and set(np.unique(deformed.structure)) <= {0, 1}
+    assert list(sets) == ["Real", "Pix2Pix", "Real + Pix2Pix"] and all(len(p) == 6 for p in sets.values())
+    # the echo generator paints the mask: synthetic images follow the deformed masks
+    assert np.array_equal(synth[..., 0] > 127, deformed.masks.astype(bool))
+    mixed = np.asarray(sets["Real + Pix2Pix"].images)
+    assert np.array_equal(mixed[:3], ref.images[0]) and np.array_equal(mixed[3:], synth[1])
+    assert np.array_equal(np.asarray(sets["Pix2Pix"].masks), np.asarray(sets["Real"].masks))
+
+
+def test_real_rows_are_read_from_notebook_01_only_when_identical(tmp_path):
+    from histolib.data.folder import Pairs
+    from histolib.train.segmentation import run_experiment
+
+    cs = _cset(n=6)
+    real = Pairs(cs.images, cs.masks, [f"{i}.png" for i in range(6)])
+    cfg = {"width": 2, "depth": 2, "epochs": 1, "batch_size": 4, "lr": 1e-3, "augment_p": 0.0, "loss": "ce"}
+    rows = run_experiment({"Real": real}, real, real, cfg, [0, 1], tmp_path, progress=False)
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    read = p2p.notebook01_real_rows(tmp_path, real, real, cfg, [0, 1])
+    assert before == {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    assert [(r["seed"], r["dice"]) for r in read] == [(r["seed"], r["dice"]) for r in rows]
+    assert read[0]["source"] == "notebook 01"
+    other = Pairs(cs.images[::-1].copy(), cs.masks[::-1].copy(), real.names)
+    assert p2p.notebook01_real_rows(tmp_path, other, real, cfg, [0, 1]) is None  # other data
+    assert p2p.notebook01_real_rows(tmp_path, real, real, {**cfg, "epochs": 2}, [0]) is None  # other options
+    assert p2p.notebook01_real_rows(tmp_path, real, real, cfg, [0, 7]) is None  # a missing seed
 
 
 def test_bootstrap_ratio_of_equal_matrices_is_one():
@@ -117,7 +144,7 @@ def test_paired_difference_and_claims():
     scores = {"full": {"diversity_ratio": 0.9, "diversity_ratio_ci": [0.8, 1.0], "kid": 0.01},
               "pix2pix": {"diversity_ratio": 0.1, "diversity_ratio_ci": [0.05, 0.2], "kid": 0.05}}
     downstream = [{"set": s, "seed": k, "dice": d} for s, base in (("Real", 0.90), ("Pix2Pix", 0.80),
-                                                                 ("Real+Pix2Pix", 0.92))
+                                                                 ("Real + Pix2Pix", 0.92))
                   for k, d in enumerate(base + np.array([0.0, 0.01, -0.005]))]
     out = {c["claim"][:20]: c["verdict"] for c in p2p.claims(scores, {"full-pix2pix": (0.8, 0.7, 0.9)}, downstream)}
     assert list(out.values()) == ["reproduced", "reproduced", "reproduced", "not reproduced", "reproduced"]
@@ -145,9 +172,6 @@ def test_train_variant_trains_then_loads_a_complete_run_without_writing(tmp_path
     assert again.best_step == run.best_step
     for (k, a), b in zip(run.generator.state_dict().items(), again.generator.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
-    pairs = p2p.synthetic_pairs(again.generator, p2p.deformed(train, 0, 20.0), "full", seed=0)
-    both = p2p.concat_pairs(pairs, pairs)
-    assert np.asarray(pairs.images).shape == (6, 32, 32, 3) and len(both) == 12
 
 
 def test_wide_table_for_dvc_plots():
@@ -156,3 +180,15 @@ def test_wide_table_for_dvc_plots():
     assert p2p.wide_table(rows, "val_kid") == [{"step": 2, "full": 0.1, "no_ms": 0.3}, {"step": 4, "full": 0.05}]
     two = p2p.wide_table([{"variant": "full", "step": 1, "loss_d": 1.0, "loss_l1": 0.5}], ["loss_d", "loss_l1"])
     assert two == [{"step": 1, "full_loss_d": 1.0, "full_loss_l1": 0.5}]
+
+
+def test_structure_maps_threshold_dark_structures():
+    img = np.full((1, 4, 4, 3), 230, np.uint8)
+    img[0, :2, :2] = (120, 40, 120)  # a dark, saturated purple corner on pale background
+    otsu = p2p.structure_maps(img, "otsu")
+    assert otsu.dtype == np.uint8 and otsu[0].tolist() == [[1, 1, 0, 0], [1, 1, 0, 0], [0] * 4, [0] * 4]
+    assert p2p.structure_maps(img, "texture", 0.1)[0].tolist() == otsu[0].tolist()  # grey is unsaturated
+    assert p2p.structure_maps(np.full((1, 4, 4, 3), 9, np.uint8))[0].sum() == 0  # uniform: nothing to split
+    assert p2p.structure_maps(np.zeros((0, 4, 4, 3), np.uint8)).shape == (0, 4, 4)
+    with pytest.raises(ParamError, match="method"):
+        p2p.structure_maps(img, "edges")

@@ -18,11 +18,11 @@ def _patches(n=8, size=32, seed=0):
 def test_random_net_embeds_and_is_deterministic():
     net = random_net(0)
     f = extract_features(net, _patches(), batch_size=3)
-    assert f.shape == (8, 2 * (32 + 64 + 128 + 256)) and f.dtype == np.float64
+    assert f.shape == (8, 2 * (16 + 32 + 64 + 128)) and f.dtype == np.float64
     assert np.array_equal(f, extract_features(random_net(0), _patches()))
     assert "random" in net.backbone
     assert extract_features(net, np.zeros((0, 32, 32, 3), np.uint8)).shape == (0, f.shape[1])
-    assert [t.shape[1] for t in net(images_to_tensor(_patches(2)))] == [32, 64, 128, 256]
+    assert [t.shape[1] for t in net(images_to_tensor(_patches(2)))] == [16, 32, 64, 128]
     assert not any(p.requires_grad for p in net.parameters())
 
 

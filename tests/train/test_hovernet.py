@@ -85,3 +85,25 @@ def test_bad_data_is_refused():
         T.train_hovernet(images.astype(np.float32), inst, _config(), "/tmp/unused", progress=False)
     with pytest.raises(DataError, match="instances"):
         T.train_hovernet(images, inst[:, :10], _config(), "/tmp/unused", progress=False)
+
+
+def test_a_finished_run_is_reused_only_for_the_same_data(tmp_path):
+    images, inst = _data()
+    T.train_hovernet(images, inst, _config(steps=2), tmp_path / "run", progress=False)
+    first = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert first["args"]["data"] == T.data_fingerprint(images, inst)
+    other = images.copy()
+    other[0, 0, 0] = 0
+    assert T.data_fingerprint(other, inst) != first["args"]["data"]
+    T.train_hovernet(other, inst, _config(steps=2), tmp_path / "run", progress=False)
+    second = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert second["args"]["data"] == T.data_fingerprint(other, inst)
+
+
+def test_resumable_ignores_step_counts_only():
+    args = {"width": 4, "steps": 10, "ckpt_every": 5, "log_every": 1, "data": "abc"}
+    assert T.resumable({"step": 5, "args": {**args, "steps": 5, "ckpt_every": 1}}, args)
+    assert not T.resumable({"step": 5, "args": {**args, "width": 8}}, args)
+    assert not T.resumable({"step": 5, "args": {**args, "data": "xyz"}}, args)
+    assert not T.resumable({"step": 20, "args": args}, args)
+    assert not T.resumable(None, args)
