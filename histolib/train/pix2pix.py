@@ -440,6 +440,8 @@ class Pix2PixOptions:
         lambda_l1, mu_ms: Eq. (5) weights (10, 10); ``mu_ms = 0`` is the "no L_ms" ablation.
         eval_every: steps between validation evaluations (0: none); the generator with the best
             (lowest) score is kept in the trainer's state, hence in every checkpoint.
+        select_from: fraction of the run's steps before which an evaluation is logged but cannot be
+            chosen (0: every evaluation is eligible).
     """
 
     in_channels: int = 2
@@ -459,6 +461,7 @@ class Pix2PixOptions:
     lambda_l1: float = 10.0
     mu_ms: float = 10.0
     eval_every: int = 0
+    select_from: float = 0.0
 
 
 class Pix2PixTrainer:
@@ -472,7 +475,8 @@ class Pix2PixTrainer:
     ``options.eval_every > 0`` and an ``evaluator`` is given, every ``eval_every`` steps (and at
     ``steps``) ``evaluator(G)`` returns a score to minimise (the study uses KID against the real
     validation patches) and the best generator's weights are kept (``best_state``), with the history
-    of scores. They live in :meth:`state_dict`, so the driver checkpoints and resumes them.
+    of scores; evaluations before ``select_from * steps`` are logged but not eligible. They live in
+    :meth:`state_dict`, so the driver checkpoints and resumes them.
 
     Args:
         options: :class:`Pix2PixOptions`.
@@ -504,7 +508,8 @@ class Pix2PixTrainer:
         """Score the current generator and keep it if it is the best so far."""
         score = float(self.evaluator(self.G))
         self.history.append({"step": done, "score": score})
-        if score < self.best_score:
+        eligible = done >= self.opt.select_from * (self.steps or 0)
+        if eligible and score < self.best_score:
             self.best_step, self.best_score = done, score
             self.best_state = {k: v.detach().clone() for k, v in self.G.state_dict().items()}
         return score

@@ -207,3 +207,15 @@ def test_without_mode_seeking_the_term_is_logged_but_not_optimised():
     out = generator_losses(d, cond, real, g(cond, torch.Generator().manual_seed(0)), Pix2PixLossWeights(mu_ms=0.0))
     assert out["loss_ms"].item() > 0 and not out["loss_ms"].requires_grad
     assert out["loss_g"].item() == pytest.approx((out["loss_g_gan"] + 10 * out["loss_l1"]).item())
+
+
+def test_early_evaluations_are_logged_but_not_chosen_before_select_from():
+    cond, real = _batch(n=4)
+    scores = iter([1.0, 3.0])
+    trainer = Pix2PixTrainer(Pix2PixOptions(image_size=32, ngf=4, ndf=4, eval_every=2, select_from=0.75), seed=0,
+                             evaluator=lambda G: next(scores), steps=4)
+    gen = torch.Generator().manual_seed(0)
+    for step in range(4):
+        trainer.train_step(PairBatches(cond, real, 2)(gen), step, gen)
+    assert [h["score"] for h in trainer.history] == [1.0, 3.0]
+    assert trainer.best_step == 4 and trainer.best_score == 3.0  # step 2 < 0.75 * 4 is not eligible
