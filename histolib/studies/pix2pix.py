@@ -198,10 +198,6 @@ class ConditionSet:
         """``(N, 3, H, W)`` float in [-1, 1]."""
         return images_to_tensor(self.images)
 
-    def subset(self, index) -> ConditionSet:
-        index = np.asarray(index)
-        return ConditionSet(self.images[index], self.masks[index], self.structure[index])
-
 
 def structure_maps(images, method: str = "otsu", threshold: float = 0.1) -> np.ndarray:
     """Binary structure maps (the paper's Fig. 3: "binary images obtained by thresholding the glomeruli
