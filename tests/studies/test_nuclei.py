@@ -134,5 +134,7 @@ def test_claim_verdicts_follow_the_rules():
     assert [c["verdict"] for c in bad] == ["not reproduced"] * 4
     noisy = nuc.claims(_rows({2: 0.01, 10: 0.0}, noise=0.05), _shapes(0.0), _placement(0.1, 0.2))
     assert noisy[1]["verdict"] == "inconclusive" and noisy[2]["verdict"] == "inconclusive"
+    no_gain = nuc.claims(_rows({2: -0.3, 10: -0.4}), _shapes(0.0), _placement(0.1, 0.01))
+    assert no_gain[2]["verdict"] == "not reproduced" and no_gain[3]["verdict"] == "not reproduced"
     single = nuc.claims(_rows({2: 0.2}, seeds=(0,)), _shapes(0.0), _placement(0.1, 0.01))
     assert single[2]["verdict"] == "inconclusive" and single[3]["verdict"] == "inconclusive"
