@@ -43,6 +43,7 @@ from histolib.metrics.image import diversity, kid, mean_pairwise_distance
 from histolib.metrics.segmentation import paired_test, summarize
 from histolib.train.checkpoint import Checkpointer
 from histolib.train.features import FeatureNet, extract_features, images_to_tensor, load_feature_net
+from histolib.train.monitor import TrainingLog
 from histolib.train.pix2pix import (
     PairBatches,
     Pix2PixOptions,
@@ -419,15 +420,7 @@ def run_args(variant: str, opts: Pix2PixOptions, cfg: Pix2PixParams, train: Cond
 
 
 def _read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return rows
+    return TrainingLog.read_file(path)
 
 
 def train_variant(variant: str, cfg: Pix2PixParams, train: ConditionSet, val: ConditionSet, net: FeatureNet,

@@ -185,15 +185,7 @@ def load_complete(out_dir: str | Path, args: dict | None, steps: int, seed: int)
 
 def read_log(out_dir: str | Path) -> list[dict]:
     """The rows of ``out_dir/log.jsonl`` (read only; a torn last line is ignored)."""
-    path = Path(out_dir) / "log.jsonl"
-    rows = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-    return rows
+    return TrainingLog.read_file(Path(out_dir) / "log.jsonl")
 
 
 def _all_finite(modules: dict[str, nn.Module]) -> str | None:

@@ -50,11 +50,17 @@ class TrainingLog:
 
     @staticmethod
     def read_file(path: str | os.PathLike) -> list[dict]:
-        """Every row of a JSON-lines log (``[]`` when the file does not exist)."""
+        """Every row of a JSON-lines log (``[]`` when the file does not exist; a torn last line from a
+        crash is ignored). Read-only: safe on another stage's outputs."""
         path = Path(path)
-        if not path.is_file():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        rows = []
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    break
+        return rows
 
 
 def check_finite(losses: dict[str, float | torch.Tensor], step: int, where: str = "") -> None:
