@@ -201,21 +201,42 @@ def _source_coordinate(displacement: torch.Tensor, position: torch.Tensor, n: in
 
 
 def _sample_keys(images: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Keys (a=-0.75) bicubic at folded coordinates ``y, x`` ``(B, H, W)``. ``align_corners=False``
-    puts pixel ``i`` at ``i`` and makes grid_sample's per-tap 'reflection' the symmetric extension
-    (taps -1, -2 read pixels 0, 1), which the tests check against numpy ``pad(mode='symmetric')``."""
+    """Keys (a=-0.75) bicubic at folded coordinates ``y, x`` ``(B, H, W)``.
+
+    Folded coordinates lie in ``[-0.5, n - 0.5]``, so the 4x4 taps reach at most 2 pixels past
+    the edge: the image is padded symmetrically by 2 pixels (numpy ``pad(mode='symmetric')``, which
+    the tests check) and sampled with ``align_corners=False``, where pixel ``i`` sits at ``i``.
+    Channels-last input and 'border' padding (never reached, so a no-op guard) take the fastest
+    grid_sample path: about 1.6x faster than per-tap 'reflection' on a contiguous batch.
+    """
     height, width = images.shape[-2:]
+    padded = _symmetric_pad_channels_last(images, 2)
     grid = torch.empty((*x.shape, 2), dtype=images.dtype, device=images.device)
-    torch.mul(x, 2 / width, out=grid[..., 0])  # writing into the slices: torch.stack is 5x slower here
-    torch.mul(y, 2 / height, out=grid[..., 1])
-    grid.add_(torch.tensor([1 / width - 1, 1 / height - 1], dtype=images.dtype, device=images.device))
-    return F.grid_sample(images, grid, mode="bicubic", padding_mode="reflection", align_corners=False)
+    torch.mul(x, 2 / (width + 4), out=grid[..., 0])  # writing into the slices: torch.stack is 5x slower here
+    torch.mul(y, 2 / (height + 4), out=grid[..., 1])
+    grid.add_(torch.tensor([5 / (width + 4) - 1, 5 / (height + 4) - 1], dtype=images.dtype,
+                           device=images.device))
+    return F.grid_sample(padded, grid, mode="bicubic", padding_mode="border", align_corners=False)
 
 
 def _symmetric_pad(tensor: torch.Tensor, pad: int) -> torch.Tensor:
     """Symmetric (numpy 'symmetric') padding of the last two dimensions by ``pad <= min(H, W)``."""
     tensor = torch.cat((tensor[..., :pad].flip(-1), tensor, tensor[..., -pad:].flip(-1)), -1)
     return torch.cat((tensor[..., :pad, :].flip(-2), tensor, tensor[..., -pad:, :].flip(-2)), -2)
+
+
+def _symmetric_pad_channels_last(images: torch.Tensor, pad: int) -> torch.Tensor:
+    """:func:`_symmetric_pad` of ``(B, C, H, W)`` written straight into a channels-last buffer
+    (one layout change for the interior instead of a concatenation and a conversion)."""
+    batch, channels, height, width = images.shape
+    out = torch.empty((batch, channels, height + 2 * pad, width + 2 * pad), dtype=images.dtype,
+                      device=images.device, memory_format=torch.channels_last)
+    out[..., pad:-pad, pad:-pad] = images
+    out[..., pad:-pad, :pad] = images[..., :pad].flip(-1)
+    out[..., pad:-pad, -pad:] = images[..., -pad:].flip(-1)
+    out[..., :pad, :] = out[..., pad:2 * pad, :].flip(-2)
+    out[..., -pad:, :] = out[..., -2 * pad:-pad, :].flip(-2)
+    return out
 
 
 def _bspline_lookup(coordinate: torch.Tensor, pad: int, n_padded: int):
