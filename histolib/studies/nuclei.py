@@ -583,6 +583,9 @@ def curve_figure(rows: list[dict]):
         if full:
             ax.axhline(full[0], ls="--", color="k", lw=1, label="full dataset (ours)")
         ax.set_xscale("log")
+        ks_all = sorted({r["K"] for r in means if r["setting"] != "Full dataset"})
+        ax.set_xticks(ks_all, [str(k) for k in ks_all])  # the measured K, not crowded log minor labels
+        ax.minorticks_off()
         ax.set_xlabel("K, real nuclei used")
         ax.set_title(METRIC_LABELS[m])
         ax.set_ylim(0, 1)
