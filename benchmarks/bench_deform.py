@@ -10,7 +10,9 @@ Reported:
 * rates in pairs/s (wall clock): elasticdeform (a C loop, one thread, one pair per call) and ours
   (one batched call, torch's threads and one thread), for both of our cubic kernels ("keys" = torch
   bicubic, the default; "bspline" = scipy's order-3 spline); the acceptance is ours/elasticdeform
-  >= 10; and CPU milliseconds per pair on one thread (process time: robust to a shared machine);
+  >= 10, measured after ``tune_cpu_allocator`` (the study's allocator setting; the same process
+  runs elasticdeform under it too), with the default-allocator rates recorded beside; and CPU
+  milliseconds per pair on one thread (process time: robust to a shared machine);
 * geometry: elasticdeform's dense displacement field, read back by warping coordinate ramps with
   linear interpolation (exact for a ramp, so only pixels whose source lies inside the image are
   used), against our ``displacement_field``; the std of both dense fields and of the control values;
@@ -18,7 +20,7 @@ Reported:
   max where the source pixel lies >= 6 px inside the image (away from elasticdeform's own boundary
   handling), and the fraction of mask pixels that disagree.
 
-Run: `.venv/bin/python benchmarks/bench_deform.py [--n 64] [--repeats 3]`; writes
+Run: `.venv/bin/python benchmarks/bench_deform.py [--n 64] [--repeats 7]`; writes
 benchmarks/results/deform.json. Needs the `bench` extra (elasticdeform, built from source under
 NumPy 2: `pip install --no-binary elasticdeform elasticdeform==0.5.1`).
 """
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -36,6 +39,7 @@ import torch
 from histolib.data.phantom import glomerulus_patch
 from histolib.ops.deform import INTERPOLATIONS, displacement_field, elastic_deform, random_displacement
 from histolib.repro import environment_record
+from histolib.train.gan import tune_cpu_allocator
 
 SIZE, SIGMA, POINTS, N_PHANTOMS = 256, 20.0, 3, 8
 
@@ -85,26 +89,38 @@ def main() -> None:
     images_t = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
     masks_t = torch.from_numpy(masks)
 
-    # ---- speed
+    # ---- speed: first with glibc's default allocator, then with the allocator setting of the study's
+    # training loops (tune_cpu_allocator: freed large blocks stay in the heap instead of being
+    # unmapped, so each call does not page-fault its ~50 MB of output and temporaries in again).
+    # The setting is process-wide and cannot be undone, hence this order; both sides get it.
     def run_reference():
         return [elasticdeform.deform_grid([images[i], masks[i]], control_np[i], order=[3, 0], mode="reflect",
                                           axis=[(0, 1), (0, 1)]) for i in range(args.n)]
 
-    t_ref = _best_of(run_reference, args.repeats)
     threads = torch.get_num_threads()
-    rates = {"elasticdeform": args.n / t_ref}
-    # CPU time per pair on one thread: robust to other processes sharing the cores
-    cpu_ms = {"elasticdeform": 1e3 * _best_of(run_reference, args.repeats, time.process_time) / args.n}
-    for interpolation in INTERPOLATIONS:
-        def run_ours(i=interpolation):
-            return elastic_deform(images_t, masks_t, displacement=control, interpolation=i)
 
-        for n_threads in sorted({threads, 1}, reverse=True):
-            torch.set_num_threads(n_threads)
-            rates[f"ours_{interpolation}_{n_threads}thread"] = args.n / _best_of(run_ours, args.repeats)
-        cpu_ms[f"ours_{interpolation}_1thread"] = 1e3 * _best_of(run_ours, args.repeats, time.process_time) / args.n
-        torch.set_num_threads(threads)
+    def measure_speed() -> tuple[dict, dict]:
+        rates = {"elasticdeform": args.n / _best_of(run_reference, args.repeats)}
+        # CPU time per pair on one thread: robust to other processes sharing the cores
+        cpu_ms = {"elasticdeform": 1e3 * _best_of(run_reference, args.repeats, time.process_time) / args.n}
+        for interpolation in INTERPOLATIONS:
+            def run_ours(i=interpolation):
+                return elastic_deform(images_t, masks_t, displacement=control, interpolation=i)
+
+            for n_threads in sorted({threads, 1}, reverse=True):
+                torch.set_num_threads(n_threads)
+                rates[f"ours_{interpolation}_{n_threads}thread"] = args.n / _best_of(run_ours, args.repeats)
+            cpu_ms[f"ours_{interpolation}_1thread"] = (1e3 * _best_of(run_ours, args.repeats, time.process_time)
+                                                      / args.n)
+            torch.set_num_threads(threads)
+        return rates, cpu_ms
+
+    rates_default, _ = measure_speed()
+    allocator_tuned = tune_cpu_allocator()
+    rates, cpu_ms = measure_speed()
     ratios = {k.removeprefix("ours_"): v / rates["elasticdeform"] for k, v in rates.items() if k != "elasticdeform"}
+    ratios_default = {k.removeprefix("ours_"): v / rates_default["elasticdeform"]
+                      for k, v in rates_default.items() if k != "elasticdeform"}
     per_core = {k.removeprefix("ours_"): cpu_ms["elasticdeform"] / v for k, v in cpu_ms.items() if k != "elasticdeform"}
 
     # ---- geometry: dense fields from the same control displacements
@@ -146,11 +162,15 @@ def main() -> None:
         "repeats_best_of": args.repeats,
         "torch_threads": threads,
         "reference": "elasticdeform.deform_grid 0.5.1, per-sample loop (single-threaded C), float32 images",
+        "allocator_tuned": allocator_tuned,
         "rates_pairs_per_s": {k: round(v, 1) for k, v in rates.items()},
         "ratio_vs_elasticdeform": {k: round(v, 2) for k, v in ratios.items()},
         "cpu_ms_per_pair_one_thread": {k: round(v, 2) for k, v in cpu_ms.items()},
         "per_core_ratio_vs_elasticdeform": {k: round(v, 2) for k, v in per_core.items()},
         "acceptance_ratio_ge_10": bool(ratios[f"keys_{threads}thread"] >= 10),
+        "default_allocator": {"rates_pairs_per_s": {k: round(v, 1) for k, v in rates_default.items()},
+                              "ratio_vs_elasticdeform": {k: round(v, 2) for k, v in ratios_default.items()}},
+        "load_average_1_5_15min_at_end": list(os.getloadavg()),
         "geometry": {
             "control_std_px": float(control.std()),
             "dense_field_std_px_ours_all_pixels": float(ours_field.std()),
