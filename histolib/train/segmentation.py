@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import time
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 
@@ -167,6 +168,7 @@ def train_unet(train, val, cfg, seed: int, out_dir: str | os.PathLike, n_classes
         model.train()
         order = torch.randperm(n, generator=g_shuffle)
         total, seen = 0.0, 0
+        epoch_start = time.perf_counter()
         bar = tqdm(range(0, n, bs), desc=f"U-Net seed {seed} epoch {epoch + 1}/{args['epochs']}",
                    disable=not progress, leave=False)
         for i in bar:
@@ -180,12 +182,13 @@ def train_unet(train, val, cfg, seed: int, out_dir: str | os.PathLike, n_classes
             opt.step()
             total += float(loss.detach()) * len(idx)
             seen += len(idx)
+        train_seconds = time.perf_counter() - epoch_start  # training steps only: no validation, no saving
         scores = evaluate(model, val)
         improved = scores["dice"] > best_dice
         if improved:
             best_epoch, best_dice = epoch + 1, scores["dice"]
         log.log(epoch + 1, train_loss=total / max(seen, 1), val_dice=scores["dice"],
-                val_precision=scores["precision"], val_recall=scores["recall"])
+                val_precision=scores["precision"], val_recall=scores["recall"], train_seconds=train_seconds)
         ckpt.save(epoch + 1, {
             "model": model.state_dict(), "optimizer": opt.state_dict(), "g_shuffle": g_shuffle.get_state(),
             "g_aug": g_aug.get_state(), "epochs_done": epoch + 1, "best_epoch": best_epoch,
