@@ -17,7 +17,8 @@ generator update (G forward, D forward on ``[fake, real]``, backward through bot
 discriminator update on a fresh fake (second G forward without gradients). Both have the same
 number of trainable parameters (checked). Ours is :class:`histolib.train.spade.SpadeTrainer`
 (one G forward per step, D frozen during the G update, fused convs, channels-last). ADA is off for
-the comparison (the reference has none); ours is also timed with ADA at ``p = 0.5``.
+the comparison (the reference has none); ours is also timed with ADA at ``p = 0.5`` and with
+``precision="bf16"`` (CPU bfloat16 autocast of the forward passes; the study's results use fp32).
 
 Timing: warm-up steps, then ``steps`` rounds of one step of each implementation in turn; the
 median step time gives img/s (``img_per_s_best`` uses the fastest step), the median of the per-round
@@ -216,7 +217,8 @@ def measure(o: SpadeOptions, batch_size: int, steps: int, warmup: int = 3) -> di
         raise RuntimeError(f"parameter counts differ: ours {n_ours}, reference {n_ref}")
     ada = SpadeTrainer(o.__class__(**{**o.__dict__}), seed=0)
     ada.ada.p = 0.5
-    impls = {"ours": ours, "reference": ref, "ours_ada_p0.5": ada}
+    bf16 = SpadeTrainer(plain.__class__(**{**plain.__dict__, "precision": "bf16"}), seed=0)
+    impls = {"ours": ours, "reference": ref, "ours_ada_p0.5": ada, "ours_bf16": bf16}
     for tr in impls.values():
         for i in range(warmup):
             _time_step(tr, batch, i)
@@ -231,6 +233,8 @@ def measure(o: SpadeOptions, batch_size: int, steps: int, warmup: int = 3) -> di
                   "img_per_s": batch_size / statistics.median(ts), "img_per_s_best": batch_size / min(ts)}
     ratios = [r / u for r, u in zip(times["reference"], times["ours"], strict=True)]
     out["speedup_vs_reference"] = statistics.median(ratios)
+    ratios = [r / u for r, u in zip(times["reference"], times["ours_bf16"], strict=True)]
+    out["speedup_bf16_vs_reference"] = statistics.median(ratios)
     return out
 
 
@@ -253,7 +257,7 @@ def cpu_options() -> tuple[SpadeOptions, int] | None:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=12, help="timed steps per implementation")
+    ap.add_argument("--steps", type=int, default=20, help="timed steps per implementation")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--quick", action="store_true", help="2 timed steps (smoke)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "spade.json"))

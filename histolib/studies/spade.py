@@ -62,6 +62,9 @@ class SpadeParams:
     z_dim: int = knob("noise channels of the generator's multi-modal input (0: deterministic)", min=0)
     spade_hidden: int = knob("SPADE hidden width of the label embedding (reference: 128)", min=1)
     norm_G: str = knob("parameter-free norm inside SPADE (reference: batch)", choices=("batch", "instance"))
+    precision: str = knob("fp32, or bf16: CPU bfloat16 autocast of the G and D forward passes (about 1.6-2x "
+                          "faster on CPUs with AVX512-BF16; weights, losses and optimiser stay fp32)",
+                          choices=("fp32", "bf16"))
     num_D: int = knob("discriminator scales (reference: 2)", min=1, max=4)
     n_layers_D: int = knob("conv layers per PatchGAN scale (reference: 4)", min=2, max=6)
     batch_size: int = knob("images per SPADE step", min=1)
@@ -203,7 +206,8 @@ def spade_options(P, n_classes: int) -> SpadeOptions:
                         norm_G=c.norm_G, spade_hidden=c.spade_hidden, num_D=c.num_D, n_layers_D=c.n_layers_D,
                         lr_G=c.lr_G, lr_D=c.lr_D, beta1=c.beta1, beta2=c.beta2, lambda_fm=c.lambda_fm,
                         lambda_perceptual=c.lambda_perceptual, ada_target=c.ada_target,
-                        ada_interval=c.ada_interval, ada_kimg=c.ada_kimg, ada_ops=tuple(c.ada_ops))
+                        ada_interval=c.ada_interval, ada_kimg=c.ada_kimg, ada_ops=tuple(c.ada_ops),
+                        precision=c.precision)
 
 
 def perceptual_kind(cfg: SpadeParams) -> str:

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
+from histolib.errors import ParamError
 from histolib.models.spade import MultiscaleDiscriminator, SPADEGenerator, one_hot, to_channels_last
 from histolib.ops.ada import AdaController, AugmentPipe
 from histolib.train.features import FeatureNet, images_to_tensor
@@ -147,6 +148,10 @@ class SpadeOptions:
         ada_target, ada_interval, ada_kimg: the ADA controller (0.6, 4, 500).
         ada_ops: names of the augmentations (``histolib.ops.ada.OPS``); empty: no ADA.
         channels_last: run the networks in channels-last layout.
+        precision: ``"fp32"`` (default; what every result of the study uses) or ``"bf16"``: the
+            forward passes of G and D run under CPU bfloat16 autocast (convolutions in bf16, about
+            3x faster on CPUs with AVX512-BF16/AMX); their outputs, the losses, the optimiser state
+            and the weights stay float32. Not bit-identical to fp32; compare results, not bytes.
     """
 
     n_classes: int = 2
@@ -170,6 +175,10 @@ class SpadeOptions:
     ada_ops: tuple[str, ...] = ("xflip", "rotate90", "xint", "scale", "rotate", "aniso", "xfrac",
                                 "elastic", "brightness", "contrast", "lumaflip", "hue", "saturation")
     channels_last: bool = True
+    precision: str = "fp32"
+
+
+PRECISIONS = ("fp32", "bf16")
 
 
 class SpadeTrainer:
@@ -186,6 +195,8 @@ class SpadeTrainer:
 
     def __init__(self, options: SpadeOptions, seed: int = 0, perceptual: PerceptualLoss | None = None):
         self.opt = o = options
+        if o.precision not in PRECISIONS:
+            raise ParamError(f"SpadeOptions.precision must be one of {PRECISIONS}, got {o.precision!r}")
         g = torch.Generator().manual_seed(seed)
         self.G = SPADEGenerator(o.n_classes, o.ngf, o.image_size, o.z_dim, o.norm_G, o.spade_hidden, generator=g)
         self.D = MultiscaleDiscriminator(o.n_classes, 3, o.ndf, o.n_layers_D, o.num_D, generator=g)
@@ -229,8 +240,18 @@ class SpadeTrainer:
         image, label = self.augment.apply(image, label, params)
         return label, image
 
+    def _autocast(self):
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.opt.precision == "bf16")
+
+    def generate(self, onehot: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        """``G(onehot, z)`` as float32 (under bf16 autocast when ``precision == "bf16"``)."""
+        with self._autocast():
+            return self.G(onehot, z).float()
+
     def discriminate(self, label: torch.Tensor, image: torch.Tensor) -> list[list[torch.Tensor]]:
-        return self.D(self._fmt(torch.cat([label, image], dim=1)))
+        with self._autocast():
+            out = self.D(self._fmt(torch.cat([label, image], dim=1)))
+        return [[f.float() for f in scale] for scale in out]
 
     # -- losses at given tensors (no update; used by the step and by tests) ----------------------
     def d_losses(self, onehot: torch.Tensor, fake: torch.Tensor, real: torch.Tensor,
@@ -269,7 +290,7 @@ class SpadeTrainer:
         real = self._fmt(real)
         onehot = self.encode(labels)
         z = self.noise(len(labels), generator)
-        fake = self.G(onehot, z)
+        fake = self.generate(onehot, z)
 
         d = self.d_losses(onehot, fake, real, generator)
         loss_d = d["loss_D_real"] + d["loss_D_fake"]
@@ -314,7 +335,7 @@ class SpadeTrainer:
         was = self.G.training
         self.G.eval()
         try:
-            fakes = [self.G(onehot, z) for z in (zs if self.opt.z_dim else [None])]
+            fakes = [self.generate(onehot, z) for z in (zs if self.opt.z_dim else [None])]
         finally:
             self.G.train(was)
         grey = labels.float()[:, None] / max(self.opt.n_classes - 1, 1) * 2 - 1

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from histolib.errors import ParamError
 from histolib.train.features import random_net
 from histolib.train.spade import (
     PerceptualLoss,
@@ -117,3 +118,25 @@ def test_sample_rows():
     labels, real = _batch(n=2)
     rows = tr.sample((labels, real))
     assert len(rows) == 4 and all(r.shape == (2, 3, 32, 32) or r.shape == (2, 1, 32, 32) for r in rows)
+
+
+def test_bf16_precision_keeps_float32_outputs_and_weights_and_tracks_fp32():
+    labels, real = _batch()
+    fp32 = SpadeTrainer(_tiny(), seed=0)
+    bf16 = SpadeTrainer(_tiny(precision="bf16"), seed=0)
+    onehot = fp32.encode(labels)
+    z = torch.randn(4, 2, generator=torch.Generator().manual_seed(1))
+    fp32.G.eval(), bf16.G.eval()
+    with torch.no_grad():
+        a, b = fp32.generate(onehot, z), bf16.generate(onehot, z)
+    assert a.dtype == b.dtype == torch.float32
+    assert 0 < float((a - b).abs().max()) < 0.1  # bf16 convolutions: close to fp32, not identical
+    bf16.G.train()
+    stats = bf16.train_step((labels, bf16._fmt(real)), 0, torch.Generator().manual_seed(1))
+    assert all(np.isfinite(v) for v in stats.values())
+    assert all(p.dtype == torch.float32 for p in bf16.G.parameters())
+
+
+def test_unknown_precision_is_named():
+    with pytest.raises(ParamError, match="precision"):
+        SpadeTrainer(_tiny(precision="fp16"))
