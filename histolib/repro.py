@@ -47,8 +47,11 @@ def _git_commit(root: Path | None) -> str:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
         )
+        # the pipeline's own outputs (results/, dvc.lock) are rewritten by the run being recorded:
+        # "+dirty" is kept for uncommitted changes to code, notebooks and params
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+             ":(exclude)results", ":(exclude)dvc.lock"],
             cwd=root, capture_output=True, text=True, timeout=5,
         )
         commit = out.stdout.strip() or "unknown"
