@@ -210,7 +210,7 @@ def _sample_keys(images: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torc
     grid_sample path: about 1.6x faster than per-tap 'reflection' on a contiguous batch.
     """
     height, width = images.shape[-2:]
-    padded = _symmetric_pad_channels_last(images, 2)
+    padded = _symmetric_pad(images, 2, torch.channels_last)
     grid = torch.empty((*x.shape, 2), dtype=images.dtype, device=images.device)
     torch.mul(x, 2 / (width + 4), out=grid[..., 0])  # writing into the slices: torch.stack is 5x slower here
     torch.mul(y, 2 / (height + 4), out=grid[..., 1])
@@ -219,18 +219,14 @@ def _sample_keys(images: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torc
     return F.grid_sample(padded, grid, mode="bicubic", padding_mode="border", align_corners=False)
 
 
-def _symmetric_pad(tensor: torch.Tensor, pad: int) -> torch.Tensor:
-    """Symmetric (numpy 'symmetric') padding of the last two dimensions by ``pad <= min(H, W)``."""
-    tensor = torch.cat((tensor[..., :pad].flip(-1), tensor, tensor[..., -pad:].flip(-1)), -1)
-    return torch.cat((tensor[..., :pad, :].flip(-2), tensor, tensor[..., -pad:, :].flip(-2)), -2)
-
-
-def _symmetric_pad_channels_last(images: torch.Tensor, pad: int) -> torch.Tensor:
-    """:func:`_symmetric_pad` of ``(B, C, H, W)`` written straight into a channels-last buffer
-    (one layout change for the interior instead of a concatenation and a conversion)."""
+def _symmetric_pad(images: torch.Tensor, pad: int,
+                   memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+    """Symmetric (numpy 'symmetric') padding of ``(B, C, H, W)`` by ``pad <= min(H, W)`` on each side
+    of the last two dimensions, written straight into a buffer of ``memory_format`` (for
+    channels-last: one layout change for the interior instead of a concatenation and a conversion)."""
     batch, channels, height, width = images.shape
     out = torch.empty((batch, channels, height + 2 * pad, width + 2 * pad), dtype=images.dtype,
-                      device=images.device, memory_format=torch.channels_last)
+                      device=images.device, memory_format=memory_format)
     out[..., pad:-pad, pad:-pad] = images
     out[..., pad:-pad, :pad] = images[..., :pad].flip(-1)
     out[..., pad:-pad, -pad:] = images[..., -pad:].flip(-1)

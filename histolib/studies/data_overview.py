@@ -166,6 +166,37 @@ def sim_to_real(train: Pairs, val: Pairs, test: Pairs, real: Pairs | None, cfg, 
     return rows
 
 
+def sim_to_real_summary(rows: list[dict], real: Pairs | None) -> tuple[dict, list[dict]]:
+    """Summaries over seeds of :func:`sim_to_real` rows, and the table the notebook shows.
+
+    Args:
+        rows: one row per seed from :func:`sim_to_real`.
+        real: the (rescaled) real crops the rows were scored on, or ``None`` when absent.
+
+    Returns:
+        ``(summary, table)``: ``summary["phantom_test_dice"]`` and, with real crops,
+        ``real_dice``/``real_precision``/``real_recall`` (each :func:`summarize`'s dict) and
+        ``real_baseline`` (:func:`all_foreground_baseline`); ``table`` has one row per evaluation
+        (phantom test; with real crops also the U-Net and the baseline on them).
+    """
+    from histolib.metrics.segmentation import summarize
+
+    summary = {"phantom_test_dice": summarize([r["phantom_dice"] for r in rows])}
+    table = [{"evaluated on": "phantom test", "model": "U-Net (phantom-trained)",
+              "Dice": viz.fmt_mean_std(summary["phantom_test_dice"]["mean"], summary["phantom_test_dice"]["std"])}]
+    if real is None:
+        return summary, table
+    for key in ("dice", "precision", "recall"):
+        summary[f"real_{key}"] = summarize([r[f"real_{key}"] for r in rows])
+    summary["real_baseline"] = all_foreground_baseline(real)
+    where = f"real crops (n={len(real)})"
+    table += [{"evaluated on": where, "model": "U-Net (phantom-trained)",
+               "Dice": viz.fmt_mean_std(summary["real_dice"]["mean"], summary["real_dice"]["std"])},
+              {"evaluated on": where, "model": "all-glomerulus baseline",
+               "Dice": viz.fmt_mean_std(summary["real_baseline"]["dice"], float("nan"))}]
+    return summary, table
+
+
 def training_curves(folder: Path, seeds) -> pd.DataFrame:
     """Per-epoch training loss and validation scores of every seed's run, from its ``log.jsonl``."""
     from histolib.train.monitor import TrainingLog

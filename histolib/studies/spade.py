@@ -50,7 +50,7 @@ from histolib.errors import ParamError
 from histolib.metrics.image import diversity, kid, mean_pairwise_distance
 from histolib.metrics.segmentation import paired_test, summarize
 from histolib.train.features import FeatureNet, extract_features, load_feature_net
-from histolib.train.spade import PerceptualLoss, SpadeOptions, SpadeTrainer, synthesize, training_tensors
+from histolib.train.spade import PRECISIONS, PerceptualLoss, SpadeOptions, SpadeTrainer, synthesize, training_tensors
 
 
 @section("spade")
@@ -64,7 +64,7 @@ class SpadeParams:
     norm_G: str = knob("parameter-free norm inside SPADE (reference: batch)", choices=("batch", "instance"))
     precision: str = knob("fp32, or bf16: CPU bfloat16 autocast of the G and D forward passes (about 1.6-2x "
                           "faster on CPUs with AVX512-BF16; weights, losses and optimiser stay fp32)",
-                          choices=("fp32", "bf16"))
+                          choices=PRECISIONS)
     num_D: int = knob("discriminator scales (reference: 2)", min=1, max=4)
     n_layers_D: int = knob("conv layers per PatchGAN scale (reference: 4)", min=2, max=6)
     batch_size: int = knob("images per SPADE step", min=1)

@@ -49,9 +49,10 @@ class TrainingLog:
         return self.read_file(self.path)
 
     @staticmethod
-    def read_file(path: str | os.PathLike) -> list[dict]:
+    def read_file(path: str | os.PathLike, up_to_step: int | None = None) -> list[dict]:
         """Every row of a JSON-lines log (``[]`` when the file does not exist; a torn last line from a
-        crash is ignored). Read-only: safe on another stage's outputs."""
+        crash is ignored), or only those with ``step <= up_to_step``. Read-only: safe on another
+        stage's outputs."""
         path = Path(path)
         rows = []
         if path.is_file():
@@ -60,6 +61,8 @@ class TrainingLog:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError:
                     break
+        if up_to_step is not None:
+            rows = [r for r in rows if r.get("step", 0) <= up_to_step]
         return rows
 
 

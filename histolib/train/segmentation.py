@@ -144,8 +144,7 @@ def train_unet(train, val, cfg, seed: int, out_dir: str | os.PathLike, n_classes
         best = ckpt.load_best()
         model.load_state_dict(best["model"])
         # read-only: a finished run may be another pipeline stage's output
-        rows = [r for r in TrainingLog.read_file(Path(out_dir) / "log.jsonl")
-                if r.get("step", 0) <= best["epochs_done"]]
+        rows = TrainingLog.read_file(Path(out_dir) / "log.jsonl", up_to_step=best["epochs_done"])
         return TrainResult(model, best["best_epoch"], best["best_val_dice"], rows, Path(out_dir))
 
     opt = torch.optim.Adam(model.parameters(), lr=args["lr"])

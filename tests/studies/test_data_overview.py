@@ -43,3 +43,20 @@ def test_baseline_and_claims():
     summary["real_dice"].update(ci_low=0.5, ci_high=0.7)
     assert ov.realism_claims(summary, [])[0]["verdict"] == "does not hold"
     assert ov.realism_claims({}, [])[0]["verdict"] == "not measured"
+
+
+def test_sim_to_real_summary_with_and_without_real_crops():
+    rows = [{"phantom_dice": 0.9, "real_dice": 0.4, "real_precision": 0.9, "real_recall": 0.3},
+            {"phantom_dice": 0.8, "real_dice": 0.6, "real_precision": 0.95, "real_recall": 0.4}]
+    summary, table = ov.sim_to_real_summary(rows, None)
+    assert set(summary) == {"phantom_test_dice"} and len(table) == 1
+    assert summary["phantom_test_dice"]["mean"] == pytest.approx(0.85)
+    m = np.zeros((4, 4), np.uint8)
+    m[:2] = 1
+    real = Pairs([np.zeros((4, 4, 3), np.uint8)], [m], ["a"])
+    summary, table = ov.sim_to_real_summary(rows, real)
+    assert summary["real_dice"]["mean"] == pytest.approx(0.5)
+    assert summary["real_baseline"]["dice"] == pytest.approx(2 / 3)  # 8 of 16 pixels glomerulus
+    assert [r["model"] for r in table] == ["U-Net (phantom-trained)", "U-Net (phantom-trained)",
+                                          "all-glomerulus baseline"]
+    assert table[1]["evaluated on"] == "real crops (n=1)"
