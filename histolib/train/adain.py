@@ -29,8 +29,7 @@ from histolib.models.adain import (
     select_style_by_count,
     vgg19_relu4_1,
 )
-from histolib.train.checkpoint import Checkpointer
-from histolib.train.hovernet import data_fingerprint, resumable
+from histolib.train.checkpoint import Checkpointer, data_fingerprint, resumable
 from histolib.train.monitor import TrainingLog, check_finite
 
 

@@ -6,10 +6,12 @@ temporary name in the same folder and moved into place with :func:`os.replace`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from histolib.fileio import _json_default, atomic_save, atomic_write_text, complete_dir, write_json
@@ -73,3 +75,27 @@ class Checkpointer:
             return False
         done = json.loads(path.read_text())
         return json.loads(json.dumps(self.args, default=_json_default)) == done.get("args")
+
+
+def data_fingerprint(*arrays: np.ndarray) -> str:
+    """A short hash of the arrays' shapes, dtypes and bytes: stored with a run's options, so a
+    finished run is reused only for the same training data, not just the same options."""
+    h = hashlib.blake2b(digest_size=8)
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.shape}{a.dtype}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+_NOT_IDENTITY = ("steps", "ckpt_every", "log_every")
+
+
+def resumable(state: dict | None, args: dict) -> bool:
+    """Whether checkpoint ``state`` continues the run ``args`` describes: same options and data,
+    whatever the target step count (a longer run resumes a shorter one)."""
+    if state is None:
+        return False
+    old = {k: v for k, v in state.get("args", {}).items() if k not in _NOT_IDENTITY}
+    new = {k: v for k, v in json.loads(json.dumps(args)).items() if k not in _NOT_IDENTITY}
+    return old == new and state.get("step", 0) <= args.get("steps", 0)

@@ -13,8 +13,6 @@ finished run with the same options and training data (:func:`data_fingerprint`).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +25,7 @@ from histolib.errors import DataError, ParamError
 from histolib.metrics.instance import mean_instance_metrics
 from histolib.models.hovernet import HoVerNet, hovernet_loss
 from histolib.ops.instance import hovernet_postprocess, hv_maps
-from histolib.train.checkpoint import Checkpointer
+from histolib.train.checkpoint import Checkpointer, data_fingerprint, resumable
 from histolib.train.monitor import TrainingLog, check_finite
 
 
@@ -61,30 +59,6 @@ class HoVerNetTrainConfig:
         d = dataclasses.asdict(self)
         d["blocks"] = list(self.blocks)
         return d
-
-
-def data_fingerprint(*arrays: np.ndarray) -> str:
-    """A short hash of the arrays' shapes, dtypes and bytes: stored with a run's options, so a
-    finished run is reused only for the same training data, not just the same options."""
-    h = hashlib.blake2b(digest_size=8)
-    for a in arrays:
-        a = np.ascontiguousarray(a)
-        h.update(f"{a.shape}{a.dtype}".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
-
-
-_NOT_IDENTITY = ("steps", "ckpt_every", "log_every")
-
-
-def resumable(state: dict | None, args: dict) -> bool:
-    """Whether checkpoint ``state`` continues the run ``args`` describes: same options and data,
-    whatever the target step count (a longer run resumes a shorter one)."""
-    if state is None:
-        return False
-    old = {k: v for k, v in state.get("args", {}).items() if k not in _NOT_IDENTITY}
-    new = {k: v for k, v in json.loads(json.dumps(args)).items() if k not in _NOT_IDENTITY}
-    return old == new and state.get("step", 0) <= args.get("steps", 0)
 
 
 def _check_data(images: np.ndarray, instances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
