@@ -78,3 +78,10 @@ def environment_record(profile: str | None = None, root: Path | None = None) -> 
         "git_commit": _git_commit(root),
         "packages": versions,
     }
+
+
+def replicate_seeds(seed: int, n: int) -> list[int]:
+    """Seeds of ``n`` generator replicates: ``seed + 100 g`` for ``g = 0 .. n-1`` (replicate 0 keeps the
+    study's seed, so a single-replicate run is the run it always was; the stride keeps them apart from
+    the segmentation seeds ``seed + k``)."""
+    return [int(seed) + 100 * g for g in range(int(n))]

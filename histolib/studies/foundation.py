@@ -60,3 +60,15 @@ class Sim2RealParams:
     n_grid: int = knob("examples per dataset grid", min=1, max=64)
     real_fill: float = knob("glomerulus diameter / crop side in the real crops (~0.99: tight crops); "
                             "real crops are rescaled so the glomerulus matches the phantom's mean fill", min=0.1)
+
+
+@section("protocol")
+class ProtocolParams:
+    """The evaluation protocol every paper notebook shares (DESIGN.md section 6; ``histolib.report``)."""
+
+    n_gan_seeds: int = knob("generator replicates per synthetic-data configuration, crossed with the "
+                            "segmentation seeds (issue 'Evidence that holds': >= 2 at cpu, 3 at paper)", min=1)
+    alpha: float = knob("significance level of every claim's test", min=0.001, max=0.5)
+    faithfulness_gate: float = knob("a generator whose faithfulness is below this fraction of its segmenter's "
+                                    "real-image score makes the claims resting on it 'untestable here'",
+                                    min=0.0, max=1.0)
