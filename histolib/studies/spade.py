@@ -19,6 +19,16 @@ Pipeline (paper section II):
 3. The shared U-Net harness (``histolib.train.segmentation.run_experiment``) trains each set with
    ``unet.n_seeds`` seeds (live flips and rotations with p = 0.5) and scores the fixed test split.
 
+Evidence (issue "Evidence that holds", ``histolib.report``): each SPADE model is trained
+``protocol.n_gan_seeds`` times (replicate ``g`` in ``<model folder>/g<g>``, seed
+``replicate_seeds(seed, n)[g]``); every synthetic set is built once per replicate (the deformations
+are shared: they are the real data's) and named ``<set>@g<g>``, and crossed with the U-Net seeds;
+``Real`` is trained once per seed, exactly as before (notebook 02 reuses those runs). Table I and the
+tests use the two-level model (generator means as units). Each replicate renders the test label maps;
+the ``Real`` U-Net of the first seed segments them, and its Dice against the test masks beside its
+Dice on the real test images is the generator's faithfulness; a claim resting on a label map whose
+replicates are not all above ``protocol.faithfulness_gate`` x real is untestable here.
+
 Decisions where the paper is silent:
 
 * Deformation draws are shared across sets (common random numbers): deformation ``k`` of patch
@@ -45,10 +55,12 @@ import numpy as np
 import torch
 from scipy import stats
 
+from histolib import report
 from histolib.config import knob, section
 from histolib.errors import ParamError
 from histolib.metrics.image import diversity, kid, mean_pairwise_distance
-from histolib.metrics.segmentation import paired_test, summarize
+from histolib.report import Claim, Precondition, single_level
+from histolib.repro import replicate_seeds
 from histolib.train.features import FeatureNet, extract_features, load_feature_net
 from histolib.train.spade import PRECISIONS, PerceptualLoss, SpadeOptions, SpadeTrainer, synthesize, training_tensors
 
@@ -267,12 +279,12 @@ def run_args(kind: str, opts: SpadeOptions, cfg: SpadeParams, images, labels, pe
 
 
 def train_spade(kind: str, P, images, masks, out_dir: str | Path, perceptual: PerceptualLoss | None | str = "auto",
-                progress: bool = True) -> SpadeRun:
+                progress: bool = True, seed: int | None = None) -> SpadeRun:
     """Train (or resume, or load) the SPADE model of ``kind`` on the ``gan`` patches.
 
     Args:
         kind: ``"gtmask"`` or ``"structure"``.
-        P: loaded params (sections ``spade`` and ``data``; ``P.seed`` seeds weights and steps).
+        P: loaded params (sections ``spade`` and ``data``).
         images: ``(N, H, W, 3)`` uint8 ``gan`` patches.
         masks: ``(N, H, W)`` binary masks of those patches.
         out_dir: checkpoints, ``log.jsonl`` and ``samples/`` (fixed label maps: rows = label map,
@@ -280,6 +292,8 @@ def train_spade(kind: str, P, images, masks, out_dir: str | Path, perceptual: Pe
         perceptual: a prebuilt :class:`PerceptualLoss` (to share one between models), ``None``, or
             ``"auto"``: :func:`perceptual_loss` from the params.
         progress: show a progress bar.
+        seed: seeds weights, steps, the fixed noise and the perceptual encoder (``None``: ``P.seed``;
+            generator replicate ``g`` passes :func:`histolib.repro.replicate_seeds`' ``g``-th seed).
 
     Returns:
         :class:`SpadeRun`; a complete run with the same options is loaded without training.
@@ -287,27 +301,28 @@ def train_spade(kind: str, P, images, masks, out_dir: str | Path, perceptual: Pe
     from histolib.train.gan import TensorBatches, load_complete, load_task_state, read_log, train_gan
 
     k, cfg = get_kind(kind), P.spade
+    seed = P.seed if seed is None else int(seed)
     images = _check_images(images)
     labels = label_maps(images, masks, kind, cfg.structure_threshold)
     opts = spade_options(P, k.n_classes)
-    trainer = SpadeTrainer(opts, seed=P.seed)
+    trainer = SpadeTrainer(opts, seed=seed)
     net_kind = perceptual_kind(cfg) if perceptual == "auto" else perceptual.net.kind if perceptual else "none"
     args = run_args(kind, opts, cfg, images, labels, net_kind)
-    done = load_complete(out_dir, args, cfg.steps, P.seed)
+    done = load_complete(out_dir, args, cfg.steps, seed)
     if done is not None:  # a finished run (e.g. the nb01_train stage's output): load, write nothing
         load_task_state(trainer, done)
         summary = json.loads((Path(out_dir) / "checkpoints" / "COMPLETE.json").read_text())
         trainer.G.eval()
         return SpadeRun(kind, trainer, read_log(out_dir), float(summary.get("seconds", 0.0)), Path(out_dir),
                         summary.get("perceptual", net_kind))
-    loss = perceptual_loss(cfg, images, P.seed) if perceptual == "auto" else perceptual
+    loss = perceptual_loss(cfg, images, seed) if perceptual == "auto" else perceptual
     trainer.perceptual = loss
     lab_t, img_t = training_tensors(images, labels, k.n_classes)
     n = min(cfg.n_grid, len(images))
-    z = torch.randn(2, n, opts.z_dim, generator=torch.Generator().manual_seed(P.seed)) if opts.z_dim else None
+    z = torch.randn(2, n, opts.z_dim, generator=torch.Generator().manual_seed(seed)) if opts.z_dim else None
     fixed = (lab_t[:n], img_t[:n], z) if z is not None else (lab_t[:n], img_t[:n])
     result = train_gan(trainer, TensorBatches(lab_t, img_t, batch_size=cfg.batch_size), steps=cfg.steps,
-                       out_dir=out_dir, seed=P.seed, args=args, fixed_batch=fixed,
+                       out_dir=out_dir, seed=seed, args=args, fixed_batch=fixed,
                        checkpoint_every=cfg.checkpoint_every, sample_every=cfg.checkpoint_every,
                        log_every=max(1, cfg.steps // 500), progress=progress, desc=f"SPADE {k.set_name}")
     backbone = loss.backbone if loss is not None else "none"
@@ -438,6 +453,73 @@ def build_training_sets(deformed: Deformed, generators: dict, seed: int, batch_s
 
 
 # --------------------------------------------------------------------------------------------------
+# Generator replicates (issue "Evidence that holds")
+# --------------------------------------------------------------------------------------------------
+
+def replicate_folder(folder: str | Path, g: int) -> Path:
+    """Where replicate ``g`` of a label map's SPADE model lives: ``folder/g<g>``."""
+    return Path(folder) / f"g{int(g)}"
+
+
+def generator_seeds(P) -> list[int]:
+    """The seeds of the ``protocol.n_gan_seeds`` generator replicates (replicate 0 = ``P.seed``)."""
+    return replicate_seeds(P.seed, P.protocol.n_gan_seeds)
+
+
+def train_replicates(kind: str, P, images, masks, folder: str | Path, progress: bool = True) -> list[SpadeRun]:
+    """:func:`train_spade` once per generator replicate: replicate ``g`` with seed
+    :func:`generator_seeds` ``[g]`` into :func:`replicate_folder` ``(folder, g)`` (a complete one is loaded)."""
+    return [train_spade(kind, P, images, masks, replicate_folder(folder, g), progress=progress, seed=s)
+            for g, s in enumerate(generator_seeds(P))]
+
+
+def replicate_set(name: str, g: int | None) -> str:
+    """The run name of training set ``name`` built with generator replicate ``g``: ``"SPADE-GTMask@g1"``
+    (``Real`` and ``g=None``: the name itself)."""
+    return name if g is None or name == "Real" else f"{name}@g{int(g)}"
+
+
+def split_set(run_name: str) -> tuple[str, int | None]:
+    """``"SPADE-GTMask@g1"`` -> ``("SPADE-GTMask", 1)``; ``"Real"`` -> ``("Real", None)``."""
+    base, sep, g = run_name.rpartition("@g")
+    return (base, int(g)) if sep and g.isdigit() else (run_name, None)
+
+
+def set_kind(name: str) -> str | None:
+    """The label map a training set's synthesis comes from (``None`` for ``Real``)."""
+    base = split_set(name)[0]
+    return next((k.name for k in LABEL_MAPS.values() if base.endswith(k.set_name)), None)
+
+
+def replicate_training_sets(deformed: Deformed, generators: dict[str, list], seeds: list[int],
+                            batch_size: int = 32) -> dict:
+    """The training sets of every generator replicate: ``Real`` once, then for replicate ``g`` the four
+    synthetic sets of :func:`build_training_sets` named :func:`replicate_set` ``(name, g)``.
+
+    Args:
+        deformed: the deformations of the real training patches (shared by every replicate: they are
+            the real data's, drawn with the study seed).
+        generators: ``{kind: [G_0, G_1, ...]}``, one generator per replicate.
+        seeds: the replicates' seeds (:func:`generator_seeds`); replicate ``g``'s synthesis noise.
+    """
+    n = {len(v) for v in generators.values()}
+    if len(n) > 1 or (n and n.pop() != len(seeds)):
+        raise ParamError(f"need one generator per replicate seed {seeds}, got "
+                         f"{ {k: len(v) for k, v in generators.items()} }")
+    out = {}
+    for g, seed in enumerate(seeds):
+        sets = build_training_sets(deformed, {k: gens[g] for k, gens in generators.items()}, seed, batch_size)
+        out.setdefault("Real", sets["Real"])
+        out.update({replicate_set(name, g): p for name, p in sets.items() if name != "Real"})
+    return out
+
+
+def replicate_view(sets: dict, g: int = 0) -> dict:
+    """``Real`` and replicate ``g``'s sets under their plain names (for the figures)."""
+    return {split_set(name)[0]: p for name, p in sets.items() if split_set(name)[1] in (None, g)}
+
+
+# --------------------------------------------------------------------------------------------------
 # Image quality: KID and diversity
 # --------------------------------------------------------------------------------------------------
 
@@ -479,164 +561,259 @@ def image_quality(G, labels, real_images, net: FeatureNet, seed: int, n_subsets:
 
 
 # --------------------------------------------------------------------------------------------------
-# Table I, paired tests and claims
+# Faithfulness, Table I and the claims of section III
 # --------------------------------------------------------------------------------------------------
 
-def _by_set(rows: list[dict]) -> dict[str, dict[int, dict]]:
-    out: dict[str, dict[int, dict]] = {}
-    for r in rows:
-        out.setdefault(r["set"], {})[int(r["seed"])] = r
+PAPER_CONDITIONS = ("256-px patches of real PAS-stained kidney slides; one SPADE model per label map trained on 660 "
+                    "other patches; 660 training patches x 10 deformations, 400 validation and 431 test patches; "
+                    "mean ± std over 5 U-Net trainings, no interval, one generator per label map.")
+MIX_GT, MIX_ST = "Real + SPADE-GTMask", "Real + SPADE-Structure"
+METRICS = ("dice", "precision", "recall")
+
+
+def generator_faithfulness(segment, renders: dict[str, list[np.ndarray]], test_images, test_masks) -> dict:
+    """Faithfulness of every generator replicate (:func:`histolib.metrics.faithfulness.faithfulness`).
+
+    Args:
+        segment: the real-trained segmenter (the ``Real`` U-Net of the first seed), images -> masks.
+        renders: ``{kind: [images of replicate 0, ...]}``: each generator's rendering of the *test*
+            label maps (GT masks or structure maps of the test split), ``(N, H, W, 3)`` uint8.
+        test_images, test_masks: the real test split; the masks are what every rendering is scored
+            against (a structure map's glomerulus is its mask).
+
+    Returns:
+        ``{kind: [result per replicate]}`` (``synthetic``, ``real``, ``ratio``, ...).
+    """
+    from histolib.metrics.faithfulness import faithfulness
+
+    return {kind: [faithfulness(segment, out, test_masks, test_images, test_masks) for out in outs]
+            for kind, outs in renders.items()}
+
+
+def faithfulness_gates(faith: dict | None, kinds, gate: float) -> list[Precondition]:
+    """One precondition per generator replicate of each label map in ``kinds``: the gate holds for
+    *every* replicate (a claim's evidence averages over all of them, so one unfaithful generator is
+    enough to make it untestable). A label map without a measurement is a failed precondition."""
+    out = []
+    for kind in kinds:
+        name = get_kind(kind).set_name
+        results = (faith or {}).get(kind) or []
+        if not results:
+            out.append(Precondition(f"{name} faithfulness measured", False, "no faithfulness result"))
+        out += [report.faithfulness_precondition(r, gate, name=f"{name} g{g}") for g, r in enumerate(results)]
     return out
 
 
-def _fmt(mean: float, std: float) -> str:
-    return f"{mean:.2f}" if std != std else f"{mean:.2f} ± {std:.2f}"
+def set_groups(rows: list[dict], base: str, metric: str = "dice") -> list[list[float]]:
+    """Scores of training set ``base`` as groups for :func:`histolib.report.two_level_summary`: one list of
+    seed scores per generator replicate (replicates and seeds sorted); ``Real`` (no generator) as
+    :func:`histolib.report.single_level`. ``[]`` when ``rows`` has no run of it."""
+    by: dict = {}
+    for r in rows:
+        b, g = split_set(r["set"])
+        if b == base:
+            by.setdefault(g, {})[int(r["seed"])] = float(r[metric])
+    if not by:
+        return []
+    if None in by:
+        return single_level([by[None][s] for s in sorted(by[None])])
+    return [[by[g][s] for s in sorted(by[g])] for g in sorted(by)]
 
 
-def results_table(rows: list[dict]) -> list[dict]:
-    """Table I: per training set, Dice / precision / recall (percent) mean +- std over seeds with the
-    95% t-interval of the mean, and the paper's numbers beside.
+def _bases(rows: list[dict]) -> list[str]:
+    present = list(dict.fromkeys(split_set(r["set"])[0] for r in rows))
+    return [s for s in SETS if s in present] + [s for s in present if s not in SETS]
+
+
+def seed_spread(groups: list[list[float]]) -> tuple[float, int]:
+    """The standard deviation over U-Net seeds at a fixed generator (pooled within replicates) and its
+    degrees of freedom; for :func:`single_level` groups (``Real``) the plain SD over seeds."""
+    if all(len(g) == 1 for g in groups):
+        groups = [[v[0] for v in groups]]
+    ss = sum(float(((np.asarray(g) - np.mean(g)) ** 2).sum()) for g in groups)
+    df = sum(len(g) - 1 for g in groups)
+    return (math.sqrt(ss / df) if df else math.nan), df
+
+
+def spread_test(a: list[list[float]], b: list[list[float]], alpha: float = 0.05) -> dict:
+    """Is the seed-to-seed spread of ``a`` different from that of ``b``? Two-sided F-test of variances.
+
+    Units: the U-Net runs at a fixed generator (the paper's "std over runs" is over 5 U-Net trainings
+    with one generator), so ``a``'s variance is pooled within its replicates (``G (S - 1)`` df) and
+    ``b``'s (``Real``) is over its seeds (``S - 1`` df). ``F = s_a^2 / s_b^2``,
+    ``p = 2 min(P(F_{df_a, df_b} <= F), P(F_{df_a, df_b} >= F))``; the effect is ``s_a / s_b - 1``
+    (negative: ``a`` spreads less) with the interval ``sqrt(F / F_{1 - alpha/2}) - 1 ..
+    sqrt(F / F_{alpha/2}) - 1``. NaN when a variance is 0 or a side has no df.
+    """
+    sa, dfa = seed_spread(a)
+    sb, dfb = seed_spread(b)
+    out = {"sd_a": sa, "sd_b": sb, "df_a": dfa, "df_b": dfb, "estimate": math.nan, "ci_low": math.nan,
+           "ci_high": math.nan, "p": math.nan, "mde": math.nan,
+           "test": f"two-sided F-test of variances over U-Net seeds at a fixed generator ({dfa} vs {dfb} df)"}
+    if not (dfa and dfb and sa > 0 and sb > 0):
+        return out
+    f = sa ** 2 / sb ** 2
+    p = 2 * min(stats.f.cdf(f, dfa, dfb), stats.f.sf(f, dfa, dfb))
+    lo, hi = f / stats.f.ppf(1 - alpha / 2, dfa, dfb), f / stats.f.ppf(alpha / 2, dfa, dfb)
+    return {**out, "estimate": math.sqrt(f) - 1, "ci_low": math.sqrt(lo) - 1, "ci_high": math.sqrt(hi) - 1,
+            "p": float(min(1.0, p))}
+
+
+def _faith_cells(faith: dict | None, kind: str | None) -> dict:
+    results = (faith or {}).get(kind) or [] if kind else []
+    if not results:
+        return {"faithfulness": "—" if kind is None else "not measured", "real score": "—"}
+    ratios = ", ".join(f"{r['synthetic']:.3f}" for r in results)
+    return {"faithfulness": f"{np.mean([r['synthetic'] for r in results]):.3f} ({ratios})",
+            "real score": f"{np.mean([r['real'] for r in results]):.3f}"}
+
+
+def results_table(rows: list[dict], faith: dict | None = None) -> list[dict]:
+    """Table I: per training set, Dice / precision / recall (percent) as the two-level mean with its 95%
+    interval (generator replicates, then seeds; ``Real`` over seeds), the number of generators ``G`` and
+    seeds, the SD of Dice over seeds, the faithfulness of the set's generators (mean, then per
+    replicate) beside the same segmenter's real-image score, and the paper's numbers.
 
     Args:
-        rows: :func:`histolib.train.segmentation.run_experiment` rows.
+        rows: :func:`histolib.train.segmentation.run_experiment` rows (set names from :func:`replicate_set`).
+        faith: :func:`generator_faithfulness` (``None``: not measured).
     """
-    by = _by_set(rows)
     out = []
-    for name in [s for s in SETS if s in by] + [s for s in by if s not in SETS]:
-        runs = [by[name][s] for s in sorted(by[name])]
-        row = {"training set": name, "n_train": runs[0].get("n_train", ""), "seeds": len(runs)}
-        for metric in ("dice", "precision", "recall"):
-            s = summarize([100 * r[metric] for r in runs])
-            row[metric] = _fmt(s["mean"], s["std"])
-            row[f"{metric} 95% CI"] = f"[{s['ci_low']:.2f}, {s['ci_high']:.2f}]" if s["n"] > 1 else ""
-        paper = PAPER_TABLE.get(name)
-        for metric in ("dice", "precision", "recall"):
-            row[f"paper {metric}"] = _fmt(*paper[metric]) if paper else ""
+    for base in _bases(rows):
+        runs = [r for r in rows if split_set(r["set"])[0] == base]
+        dice = set_groups(rows, base)
+        kind = set_kind(base)
+        row = {"training set": base, "n_train": runs[0].get("n_train", ""),
+               "G": len(dice) if kind else "—", "seeds": len({r["seed"] for r in runs})}
+        for metric in METRICS:
+            row[metric] = report.fmt_interval(report.two_level_summary(set_groups(rows, base, metric)))
+        row["Dice SD over seeds"] = f"{100 * seed_spread(dice)[0]:.2f}"
+        row.update(_faith_cells(faith, kind))
+        paper = PAPER_TABLE.get(base)
+        for metric in METRICS:
+            row[f"paper {metric}"] = report.fmt_mean_std(*paper[metric], scale=1.0) if paper else ""
         out.append(row)
     return out
 
 
 def summary_numbers(rows: list[dict]) -> dict:
-    """``{set: {metric: summarize(...)}}`` in [0, 1] units, for ``metrics.json``."""
-    by = _by_set(rows)
-    return {name: {m: summarize([by[name][s][m] for s in sorted(by[name])]) for m in ("dice", "precision", "recall")}
-            for name in by}
+    """``{set: {metric: two_level_summary}}`` in [0, 1] units, for ``metrics.json``."""
+    return {b: {m: report.two_level_summary(set_groups(rows, b, m)) for m in METRICS} for b in _bases(rows)}
 
 
-def paired_tests(rows: list[dict], baseline: str = "Real", metric: str = "dice") -> list[dict]:
-    """Each set against ``baseline`` over the same seeds: mean difference (points), its 95% interval
-    and a paired two-sided t-test; with the paper's difference beside."""
-    by = _by_set(rows)
+def differences_vs_real(rows: list[dict], alpha: float = 0.05, metric: str = "dice") -> list[dict]:
+    """Each set minus ``Real`` (points): the two-level difference, its interval, Welch's p and the
+    minimum detectable effect, with the paper's difference beside."""
+    real = set_groups(rows, "Real", metric)
+    if not real:
+        return []
     out = []
-    if baseline not in by:
-        return out
-    for name in by:
-        if name == baseline:
+    for base in _bases(rows):
+        if base == "Real":
             continue
-        seeds = sorted(set(by[name]) & set(by[baseline]))
-        a = [by[name][s][metric] for s in seeds]
-        b = [by[baseline][s][metric] for s in seeds]
-        t = paired_test(a, b)
-        d = summarize([100 * (x - y) for x, y in zip(a, b, strict=True)]) if seeds else None
-        paper = (PAPER_TABLE[name][metric][0] - PAPER_TABLE[baseline][metric][0]
-                 if name in PAPER_TABLE and baseline in PAPER_TABLE else math.nan)
-        out.append({"set": name, "vs": baseline, "seeds": len(seeds),
-                    "difference (points)": d["mean"] if d else math.nan,
-                    "95% CI": f"[{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]" if d and d["n"] > 1 else "",
-                    "t": t["t"], "p": t["p"], "paper difference": paper})
+        d = report.two_level_difference(set_groups(rows, base, metric), real, alpha=alpha)
+        paper = PAPER_TABLE.get(base, {}).get(metric, (math.nan,))[0] - PAPER_TABLE["Real"][metric][0]
+        out.append({"set": base, "vs": "Real", "difference (points)": 100 * d["estimate"],
+                    "95% CI": f"[{100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}]", "p": d["p"],
+                    "MDE (points)": 100 * d["mde"], "paper difference": paper})
     return out
 
 
-def variance_ratio_test(a, b) -> dict:
-    """One-sided F-test of ``var(a) < var(b)`` (independent normal samples).
-
-    ``F = s_a^2 / s_b^2``, ``p = P(F_{n_a-1, n_b-1} <= F)``. With the few seeds of a CPU run the test
-    has little power; read it with the two standard deviations.
-    """
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if a.size < 2 or b.size < 2:
-        return {"F": math.nan, "p": math.nan, "std_a": math.nan, "std_b": math.nan}
-    va, vb = a.var(ddof=1), b.var(ddof=1)
-    if va == 0 or vb == 0:  # identical runs (e.g. a degenerate model): no test
-        return {"F": math.nan, "p": math.nan, "std_a": float(np.sqrt(va)), "std_b": float(np.sqrt(vb))}
-    f = va / vb
-    return {"F": float(f), "p": float(stats.f.cdf(f, a.size - 1, b.size - 1)), "std_a": float(np.sqrt(va)),
-            "std_b": float(np.sqrt(vb))}
+def _claim(key, section, text, comparison, numbers, direction=1, extension=False) -> Claim:
+    return Claim(key=key, paper="000", section=section, text=text, metric="test Dice (%)", comparison=comparison,
+                 direction=direction, paper_numbers=numbers, extension=extension)
 
 
-def _paired(by, a: str, b: str) -> tuple[dict, dict]:
-    seeds = sorted(set(by[a]) & set(by[b]))
-    x = [by[a][s]["dice"] for s in seeds]
-    y = [by[b][s]["dice"] for s in seeds]
-    return paired_test(x, y), summarize([100 * (u - v) for u, v in zip(x, y, strict=True)])
+# (claim, test: "mean" | "spread", set a, set b, label maps whose generators the claim rests on)
+CLAIMS = (
+    (_claim("000-mix-gtmask-best", "Sec. III, Table I",
+            "Mixing real patches with patches synthesized from ground-truth masks gives the best segmentation: "
+            "the U-Net trained on Real + SPADE-GTMask has the highest Dice of all five training sets (94.07), "
+            "0.76 points above the U-Net trained on deformed real patches alone.",
+            f"{MIX_GT} - Real", "94.07 vs 93.31 (+0.76); best of the five sets"),
+     "mean", MIX_GT, "Real", ("gtmask",)),
+    (_claim("000-mix-gtmask-vs-structure", "Sec. III, Table I",
+            "Mixed with real patches, the noisy patches synthesized from ground-truth masks help more than the "
+            "more realistic patches synthesized from structure label maps (Dice 94.07 vs 93.22).",
+            f"{MIX_GT} - {MIX_ST}", "94.07 vs 93.22 (+0.85)"),
+     "mean", MIX_GT, MIX_ST, ("gtmask", "structure")),
+    (_claim("000-synthetic-structure-vs-gtmask", "Sec. III, Table I",
+            "Trained on synthetic patches alone, the U-Net does better with patches synthesized from structure "
+            "label maps than with patches synthesized from ground-truth masks (Dice 88.33 vs 85.86).",
+            "SPADE-Structure - SPADE-GTMask", "88.33 vs 85.86 (+2.47)"),
+     "mean", "SPADE-Structure", "SPADE-GTMask", ("gtmask", "structure")),
+    (_claim("000-mix-gtmask-lower-std", "Sec. III, Table I",
+            "Mixing real and synthetic patches lowers the standard deviation of Dice over U-Net trainings: "
+            "0.17 for Real + SPADE-GTMask against 0.46 for Real.",
+            f"SD over seeds of {MIX_GT} / SD of Real - 1", "std 0.17 vs 0.46", direction=-1),
+     "spread", MIX_GT, "Real", ("gtmask",)),
+    (_claim("000-mix-structure-lower-std", "Sec. III, Table I",
+            "Mixing real and synthetic patches lowers the standard deviation of Dice over U-Net trainings: "
+            "0.14 for Real + SPADE-Structure against 0.46 for Real.",
+            f"SD over seeds of {MIX_ST} / SD of Real - 1", "std 0.14 vs 0.46", direction=-1),
+     "spread", MIX_ST, "Real", ("structure",)),
+    (_claim("000-mix-structure-vs-real", "Sec. III, Table I (the study's question)",
+            "Does mixing real patches with structure-map synthesis change Dice against real patches alone? "
+            "The paper reports 93.22 vs 93.31 and claims nothing about it.",
+            f"{MIX_ST} - Real", "93.22 vs 93.31 (-0.09)", extension=True),
+     "mean", MIX_ST, "Real", ("structure",)),
+)
 
 
-def _direction_verdict(test: dict, alpha: float = 0.05) -> str:
-    p, diff = test["p"], test["mean_diff"]
-    if p != p:
-        return "inconclusive"
-    if p < alpha:
-        return "reproduced" if diff > 0 else "not reproduced"
-    return "inconclusive"
-
-
-def claims(rows: list[dict], alpha: float = 0.05) -> list[dict]:
-    """The paper's claims (section III), the evidence measured here and a verdict for each.
-
-    Verdicts: ``reproduced`` when the paired test (over the same seeds) finds the paper's direction
-    at level ``alpha``; ``not reproduced`` when it finds the opposite direction; ``inconclusive``
-    otherwise. For the standard-deviation claim: a one-sided F-test per mixture.
-    """
-    by = _by_set(rows)
-    out = []
-    need = set(SETS)
-    if not need <= set(by):
-        return out
-    means = {s: float(np.mean([r["dice"] for r in by[s].values()])) for s in SETS}
+def _best_of_all(rows: list[dict], alpha: float) -> str:
+    means = {b: report.two_level_summary(g)["mean"] for b in SETS if (g := set_groups(rows, b))}
     best = max(means, key=means.get)
-    mix = "Real + SPADE-GTMask"
-    t_real, d_real = _paired(by, mix, "Real")
-    others = [s for s in SETS if s != mix]
-    beaten_by = [s for s in others if _paired(by, s, mix)[0]["p"] < alpha and _paired(by, s, mix)[0]["mean_diff"] > 0]
-    if beaten_by or (t_real["p"] == t_real["p"] and t_real["p"] < alpha and t_real["mean_diff"] < 0):
-        v1 = "not reproduced"
-    elif best == mix and t_real["p"] == t_real["p"] and t_real["p"] < alpha:
-        v1 = "reproduced"
-    else:
-        v1 = "inconclusive"
-    out.append({
-        "claim": "Mixing real and GT-mask synthesis gives the best Dice (Table I: 94.07, +0.76 over Real)",
-        "evidence": f"best mean Dice: {best} ({100 * means[best]:.2f}); {mix} - Real = {d_real['mean']:+.2f} "
-                    f"points [{d_real['ci_low']:+.2f}, {d_real['ci_high']:+.2f}], p = {t_real['p']:.3g}"
-                    + (f"; significantly better: {', '.join(beaten_by)}" if beaten_by else ""),
-        "test": f"paired t-test over seeds (alpha {alpha}) against Real and every other set",
-        "verdict": v1})
-    t, d = _paired(by, mix, "Real + SPADE-Structure")
-    out.append({
-        "claim": "Noisy GT-mask patches help more than structure patches when mixed with real ones "
-                 "(94.07 vs 93.22)",
-        "evidence": f"{mix} - Real + SPADE-Structure = {d['mean']:+.2f} points [{d['ci_low']:+.2f}, "
-                    f"{d['ci_high']:+.2f}], p = {t['p']:.3g}",
-        "test": f"paired t-test over seeds (alpha {alpha})", "verdict": _direction_verdict(t, alpha)})
-    t, d = _paired(by, "SPADE-Structure", "SPADE-GTMask")
-    out.append({
-        "claim": "Structure beats GT-mask when training on synthetic data alone (88.33 vs 85.86, +2.47)",
-        "evidence": f"SPADE-Structure - SPADE-GTMask = {d['mean']:+.2f} points [{d['ci_low']:+.2f}, "
-                    f"{d['ci_high']:+.2f}], p = {t['p']:.3g}",
-        "test": f"paired t-test over seeds (alpha {alpha})", "verdict": _direction_verdict(t, alpha)})
-    real = [r["dice"] for r in by["Real"].values()]
-    tests = {m: variance_ratio_test([r["dice"] for r in by[m].values()], real)
-             for m in ("Real + SPADE-GTMask", "Real + SPADE-Structure")}
-    lower = all(t["std_a"] < t["std_b"] for t in tests.values())  # NaN p (zero variance) stays inconclusive
-    significant = all(t["p"] == t["p"] and t["p"] < alpha for t in tests.values())
-    higher_sig = any(t["p"] == t["p"] and (1 - t["p"]) < alpha for t in tests.values())
-    v3 = "reproduced" if lower and significant else "not reproduced" if higher_sig else "inconclusive"
-    out.append({
-        "claim": "Mixing real and synthetic patches lowers the std of Dice (0.17 and 0.14 vs 0.46 for Real)",
-        "evidence": "; ".join(f"{m}: std {100 * t['std_a']:.2f} vs Real {100 * t['std_b']:.2f} (F-test p = "
-                              f"{t['p']:.3g})" for m, t in tests.items()),
-        "test": f"one-sided F-test of variances per mixture (alpha {alpha}); {len(real)} seeds", "verdict": v3})
+    runner = max((b for b in means if b != MIX_GT), key=means.get)
+    d = report.two_level_difference(set_groups(rows, MIX_GT), set_groups(rows, runner), alpha=alpha)
+    return (f"best of all by mean Dice: {best} ({100 * means[best]:.2f}); {MIX_GT} - the best other set "
+            f"({runner}) = {100 * d['estimate']:+.2f} points, p = {d['p']:.2g}")
+
+
+def claims(rows: list[dict], faith: dict | None = None, gate: float = report.FAITHFULNESS_GATE,
+           alpha: float = 0.05) -> list[dict]:
+    """The claims of section III, assessed by the one verdict rule (:func:`histolib.report.assess`).
+
+    Means are compared by :func:`histolib.report.two_level_difference` (generator replicates as the
+    units, ``Real`` over seeds), spreads by :func:`spread_test`. Every claim resting on SPADE output
+    carries :func:`faithfulness_gates` of the generators involved (every replicate must pass ``gate``).
+    A claim whose sets are missing from ``rows`` is left out.
+
+    Returns:
+        :func:`histolib.report.assess` rows in :data:`CLAIMS` order.
+    """
+    present = set(_bases(rows))
+    out = []
+    for claim, test, a, b, kinds in CLAIMS:
+        if not {a, b} <= present:
+            continue
+        ga, gb = set_groups(rows, a), set_groups(rows, b)
+        if test == "mean":
+            d = report.two_level_difference(ga, gb, alpha=alpha)
+            detail = (f"{a} {100 * d['a']['mean']:.2f} ({d['a']['n_generators']} units) vs {b} "
+                      f"{100 * d['b']['mean']:.2f} ({d['b']['n_generators']} units)")
+            if claim.key == "000-mix-gtmask-best" and set(SETS) <= present:
+                detail += "; " + _best_of_all(rows, alpha)
+            ev = report.evidence_from_test(d, scale=100, unit="points", detail=detail)
+        else:
+            t = spread_test(ga, gb, alpha)
+            ev = report.evidence_from_test(t, unit="(SD ratio - 1)", detail=(
+                f"SD of Dice over seeds {100 * t['sd_a']:.2f} ({a}, pooled within {len(ga)} generator(s)) vs "
+                f"{100 * t['sd_b']:.2f} (Real) points"))
+        out.append(report.assess(claim, ev, faithfulness_gates(faith, kinds, gate), alpha))
     return out
+
+
+def conditions(P, n_gan: int, n_train: int, seeds: list[int]) -> report.Conditions:
+    """What Table I and the claims were measured under (:class:`histolib.report.Conditions`)."""
+    c, u = P.spade, P.unet
+    return report.Conditions(
+        profile=P.profile, resolution=P.data.patch_size, data_source=str(P.data.source), seeds=seeds,
+        generator_replicates=P.protocol.n_gan_seeds,
+        extra={"SPADE": f"ngf {c.ngf}, {c.steps} steps on {n_gan} `gan` patches",
+               "U-Net training": f"{n_train} patches x {c.n_deform} deformations, width {u.width}, depth {u.depth}, "
+                                 f"{u.epochs} epochs",
+               "faithfulness gate": f"{P.protocol.faithfulness_gate:g} x the Real U-Net's test Dice, every replicate",
+               "alpha": P.protocol.alpha})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -647,25 +824,26 @@ LOSS_KEYS = ("loss_D_real", "loss_D_fake", "loss_G_adv", "loss_G_fm", "loss_G_pe
              "p", "r_t")
 
 
-def loss_curves(runs: dict[str, SpadeRun]) -> list[dict]:
-    """Long-format rows ``{model, step, <losses>, p, r_t}`` from every run's log (CSV, DVC plots)."""
+def loss_curves(runs: dict[str, list[SpadeRun]]) -> list[dict]:
+    """Long-format rows ``{model, replicate, step, <losses>, p, r_t}`` from every replicate's log."""
     out = []
-    for kind, run in runs.items():
-        for row in run.log:
-            out.append({"model": get_kind(kind).set_name, "step": row["step"],
-                        **{k: row[k] for k in LOSS_KEYS if k in row}})
+    for kind, reps in runs.items():
+        for g, run in enumerate([reps] if isinstance(reps, SpadeRun) else reps):
+            out += [{"model": get_kind(kind).set_name, "replicate": g, "step": row["step"],
+                     **{k: row[k] for k in LOSS_KEYS if k in row}} for row in run.log]
     return out
 
 
 def save_curves(rows: list[dict], out: str | Path) -> list[Path]:
-    """One CSV per model, ``out/gan_curves_<kind>.csv`` (step, losses, p, r_t): DVC plots."""
+    """One CSV per model, ``out/gan_curves_<kind>.csv`` (step, losses, p, r_t of replicate 0): DVC plots."""
     import pandas as pd
 
     df, paths = pd.DataFrame(rows), []
     for k in LABEL_MAPS.values():
         if len(df) and (df["model"] == k.set_name).any():
             path = Path(out) / f"gan_curves_{k.name}.csv"
-            df[df["model"] == k.set_name].drop(columns="model").to_csv(path, index=False)
+            sel = (df["model"] == k.set_name) & (df.get("replicate", 0) == 0)
+            df[sel].drop(columns=[c for c in ("model", "replicate") if c in df]).to_csv(path, index=False)
             paths.append(path)
     return paths
 
@@ -687,8 +865,9 @@ def curves_figure(rows: list[dict]):
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
     for ax, (key, title) in zip(axes.flat, panels, strict=False):
-        for name, g in df.groupby("model", sort=False):
+        for (name, rep), g in df.groupby(["model", "replicate"], sort=False):
             y = g[key]
+            name = f"{name} g{rep}"
             if key not in ("p",):
                 y = y.rolling(max(1, len(y) // 50), min_periods=1).mean()
             ax.plot(g["step"], y, label=name, lw=1.1)
@@ -734,12 +913,13 @@ def synthesis_figure(deformed: Deformed, sets: dict, kind: str, n: int):
                                 real=deformed.images[0][:n])
 
 
-def save_training_samples(runs: dict[str, SpadeRun], out: str | Path) -> dict[str, Path]:
-    """Copy each run's last fixed-label-map sample grid to ``out/training_samples_<kind>.png``."""
+def save_training_samples(runs: dict[str, list[SpadeRun]], out: str | Path) -> dict[str, Path]:
+    """Copy replicate 0's last fixed-label-map sample grid to ``out/training_samples_<kind>.png``."""
     import shutil
 
     saved = {}
-    for kind, run in runs.items():
+    for kind, reps in runs.items():
+        run = reps if isinstance(reps, SpadeRun) else reps[0]
         grids = sorted((Path(run.folder) / "samples").glob("step_*.png"))
         if grids:
             saved[kind] = Path(shutil.copyfile(grids[-1], Path(out) / f"training_samples_{kind}.png"))
@@ -783,14 +963,16 @@ def save_png(image: np.ndarray, path: str | Path) -> Path:
     return path
 
 
-def metrics_summary(rows: list[dict], quality: dict[str, dict], claims_rows: list[dict],
-                    runs: dict[str, SpadeRun]) -> dict:
-    """What ``results/01/metrics.json`` holds (numbers only, DVC-metrics friendly)."""
-    q = {kind: {k: v for k, v in s.items() if k != "outputs"} for kind, s in quality.items()}
-    final = {}
-    for kind, run in runs.items():
-        last = run.log[-1] if run.log else {}
-        final[kind] = {"steps": last.get("step", 0), "ada_p": last.get("p", 0.0), "seconds": run.seconds,
-                       "perceptual": run.perceptual}
-    return {"table1": summary_numbers(rows), "paired_vs_real": paired_tests(rows), "image_quality": q,
-            "spade": final, "claims": [{"claim": c["claim"], "verdict": c["verdict"]} for c in claims_rows]}
+def metrics_summary(rows: list[dict], quality: dict[str, list[dict]], faith: dict, claims_rows: list[dict],
+                    runs: dict[str, list[SpadeRun]], cond: report.Conditions) -> dict:
+    """What ``results/01/metrics.json`` holds (numbers, the claims rows with full texts and verdicts, the
+    conditions); ``quality``, ``faith`` and ``runs`` hold one entry per generator replicate."""
+    q = {kind: [{k: v for k, v in s.items() if k != "outputs"} for s in reps] for kind, reps in quality.items()}
+    final = {kind: [{"steps": r.log[-1].get("step", 0) if r.log else 0, "ada_p": r.log[-1].get("p", 0.0) if r.log
+                     else 0.0, "seconds": r.seconds, "perceptual": r.perceptual} for r in reps]
+             for kind, reps in runs.items()}
+    f = {kind: {"mean": float(np.mean([r["synthetic"] for r in reps])),
+                "real": float(np.mean([r["real"] for r in reps])), "replicates": reps} for kind, reps in faith.items()}
+    return {"table1": summary_numbers(rows), "vs_real": differences_vs_real(rows, cond.extra.get("alpha", 0.05)),
+            "image_quality": q, "faithfulness": f, "spade": final, "claims": claims_rows,
+            "table_conditions": cond.to_dict()}

@@ -59,41 +59,110 @@ def test_build_training_sets_composition():
 
 
 def _rows(dice_by_set, seeds=(0, 1, 2)):
-    return [{"set": s, "seed": k, "dice": v[i], "precision": 0.9, "recall": 0.9, "n_train": 10}
-            for s, v in dice_by_set.items() for i, k in enumerate(seeds)]
+    """Rows of run_experiment: ``{set: [seed values]}`` (Real) or ``{set: [[replicate 0 seeds], ...]}``."""
+    out = []
+    for s, v in dice_by_set.items():
+        groups = [v] if not isinstance(v[0], list) else v
+        for g, vals in enumerate(groups):
+            name = sp.replicate_set(s, None if not isinstance(v[0], list) else g)
+            out += [{"set": name, "seed": k, "dice": x, "precision": 0.9, "recall": 0.9, "n_train": 10}
+                    for k, x in zip(seeds, vals, strict=True)]
+    return out
 
 
-def test_claims_follow_the_paired_tests():
-    paper_like = _rows({"Real": [0.930, 0.936, 0.925], "SPADE-GTMask": [0.850, 0.870, 0.860],
-                        "SPADE-Structure": [0.880, 0.895, 0.882], "Real + SPADE-GTMask": [0.941, 0.946, 0.936],
-                        "Real + SPADE-Structure": [0.931, 0.935, 0.926]})
-    verdicts = [c["verdict"] for c in sp.claims(paper_like)]
-    assert verdicts[0] == "reproduced"      # best, and above Real in every seed
-    assert verdicts[1] == "reproduced"      # GT-mask mixture above the structure mixture
-    assert verdicts[2] == "reproduced"      # structure above GT-mask alone
-    assert verdicts[3] in ("reproduced", "inconclusive")
-    opposite = _rows({"Real": [0.95, 0.951, 0.949], "SPADE-GTMask": [0.90, 0.88, 0.89],
-                      "SPADE-Structure": [0.80, 0.81, 0.79], "Real + SPADE-GTMask": [0.90, 0.91, 0.89],
-                      "Real + SPADE-Structure": [0.94, 0.955, 0.93]})
-    verdicts = [c["verdict"] for c in sp.claims(opposite)]
-    assert verdicts[:3] == ["not reproduced"] * 3
-    assert sp.claims(_rows({"Real": [0.9, 0.9, 0.9]})) == []  # missing sets: no claims
+def _faith(ratio_by_kind):
+    return {k: [{"synthetic": 0.9 * r, "real": 0.9, "ratio": r} for r in rs] for k, rs in ratio_by_kind.items()}
 
 
-def test_results_table_and_paired_tests():
-    rows = _rows({"Real": [0.90, 0.92, 0.94], "SPADE-GTMask": [0.91, 0.93, 0.95]})
-    table = sp.results_table(rows)
-    assert table[0]["training set"] == "Real" and table[0]["dice"] == "92.00 ± 2.00"
-    assert table[0]["paper dice"] == "93.31 ± 0.46"
-    paired = sp.paired_tests(rows)
-    assert paired[0]["set"] == "SPADE-GTMask" and paired[0]["difference (points)"] == pytest.approx(1.0)
-    assert paired[0]["paper difference"] == pytest.approx(85.86 - 93.31)
+PAPER_LIKE = {"Real": [0.931, 0.932, 0.930],
+              "SPADE-GTMask": [[0.850, 0.870, 0.860], [0.852, 0.866, 0.861]],
+              "SPADE-Structure": [[0.880, 0.895, 0.882], [0.884, 0.890, 0.885]],
+              "Real + SPADE-GTMask": [[0.9410, 0.9412, 0.9408], [0.9420, 0.9421, 0.9419]],
+              "Real + SPADE-Structure": [[0.9320, 0.9322, 0.9321], [0.9325, 0.9326, 0.9324]]}
 
 
-def test_variance_ratio_test_hand_case():
-    t = sp.variance_ratio_test([1.0, 2.0, 3.0], [2.0, 4.0, 6.0])  # variances 1 and 4: F = 0.25
-    assert t["F"] == pytest.approx(0.25) and t["p"] == pytest.approx(0.2)  # F(2, 2) cdf = F / (1 + F)
-    assert math.isnan(sp.variance_ratio_test([1.0, 1.0], [1.0, 2.0])["p"])
+def test_claims_reproduced_untestable_and_extension():
+    rows = _rows(PAPER_LIKE)
+    faithful = sp.claims(rows, _faith({"gtmask": [0.95, 0.9], "structure": [0.9, 0.92]}), gate=0.8)
+    by = {c["key"]: c for c in faithful}
+    assert list(by) == [c.key for c, *_ in sp.CLAIMS]
+    assert by["000-mix-gtmask-best"]["verdict"] == "reproduced"          # +0.9 over Real, 2 generators
+    assert "best of all by mean Dice: Real + SPADE-GTMask" in by["000-mix-gtmask-best"]["evidence"]
+    assert by["000-mix-gtmask-vs-structure"]["verdict"] == "reproduced"
+    assert by["000-synthetic-structure-vs-gtmask"]["verdict"] == "reproduced"
+    assert by["000-mix-gtmask-lower-std"]["verdict"] == "reproduced"     # tiny seed spread at each generator
+    assert by["000-mix-gtmask-lower-std"]["expected"] == "negative"
+    assert by["000-mix-structure-vs-real"]["verdict"] == "extension"
+    assert all(len(c["claim"]) > 80 for c in faithful)                  # full texts
+    # one unfaithful structure replicate: every claim resting on structure synthesis is untestable
+    gated = {c["key"]: c for c in sp.claims(rows, _faith({"gtmask": [0.95, 0.9], "structure": [0.9, 0.5]}))}
+    assert gated["000-mix-gtmask-best"]["verdict"] == "reproduced"
+    for key in ("000-mix-gtmask-vs-structure", "000-synthetic-structure-vs-gtmask", "000-mix-structure-lower-std"):
+        assert gated[key]["verdict"] == "untestable here"
+        assert "SPADE-Structure g1" in gated[key]["reason"] and "0.450" in gated[key]["reason"]
+    assert gated["000-mix-structure-vs-real"]["verdict"] == "extension"
+    # no faithfulness measured: untestable, never silently passed
+    assert {c["verdict"] for c in sp.claims(rows) if not c["key"].endswith("vs-real")} == {"untestable here"}
+    assert sp.claims(_rows({"Real": [0.9, 0.9, 0.9]})) == []             # missing sets: no claims
+
+
+def test_claims_not_reproduced_in_the_opposite_direction():
+    rows = _rows({**PAPER_LIKE, "Real": [0.950, 0.951, 0.949],
+                  "Real + SPADE-GTMask": [[0.900, 0.910, 0.890], [0.905, 0.902, 0.899]]})
+    by = {c["key"]: c for c in sp.claims(rows, _faith({"gtmask": [1, 1], "structure": [1, 1]}))}
+    assert by["000-mix-gtmask-best"]["verdict"] == "not reproduced"
+    assert by["000-mix-gtmask-vs-structure"]["verdict"] == "not reproduced"
+
+
+def test_replicate_bookkeeping():
+    assert sp.replicate_set("SPADE-GTMask", 1) == "SPADE-GTMask@g1" and sp.replicate_set("Real", 0) == "Real"
+    assert sp.split_set("Real + SPADE-Structure@g2") == ("Real + SPADE-Structure", 2)
+    assert sp.split_set("Real") == ("Real", None)
+    assert sp.set_kind("Real + SPADE-GTMask@g0") == "gtmask" and sp.set_kind("Real") is None
+    assert sp.replicate_folder("m/spade/gtmask", 1).as_posix() == "m/spade/gtmask/g1"
+    rows = _rows(PAPER_LIKE)
+    assert sp.set_groups(rows, "Real") == [[0.931], [0.932], [0.930]]   # seeds as units
+    assert sp.set_groups(rows, "SPADE-GTMask") == [[0.850, 0.870, 0.860], [0.852, 0.866, 0.861]]
+    assert sp.set_groups(rows, "nothing") == []
+
+    class P:  # the params a replicate needs
+        seed = 7
+        protocol = type("protocol", (), {"n_gan_seeds": 3})
+    assert sp.generator_seeds(P) == [7, 107, 207]
+
+
+def test_replicate_training_sets_share_deformations():
+    images, masks = _square_patches(n=2)
+    d = sp.deform_copies(images, masks, masks * 3, 2, seed=1, sigma=20.0)
+    gens = {"gtmask": [_generator(2, 0), _generator(2, 1)], "structure": [_generator(4, 0), _generator(4, 1)]}
+    sets = sp.replicate_training_sets(d, gens, seeds=[0, 100])
+    assert list(sets)[0] == "Real" and len(sets) == 1 + 2 * 4
+    assert "SPADE-GTMask@g1" in sets and "Real + SPADE-Structure@g0" in sets
+    single = sp.build_training_sets(d, {k: g[0] for k, g in gens.items()}, seed=0)
+    view = sp.replicate_view(sets, 0)
+    assert list(view) == list(sp.SETS)  # replicate 0 is the single-generator protocol
+    assert all(np.array_equal(np.asarray(view[n].images), np.asarray(single[n].images)) for n in sp.SETS)
+    assert not np.array_equal(np.asarray(sets["SPADE-GTMask@g1"].images), np.asarray(view["SPADE-GTMask"].images))
+    assert np.array_equal(np.asarray(sets["SPADE-GTMask@g1"].masks), np.asarray(view["SPADE-GTMask"].masks))
+    with pytest.raises(ParamError, match="one generator per replicate"):
+        sp.replicate_training_sets(d, gens, seeds=[0])
+
+
+def test_results_table_two_level_with_faithfulness():
+    table = sp.results_table(_rows(PAPER_LIKE), _faith({"gtmask": [0.9, 0.8], "structure": [1.0, 1.0]}))
+    real, gt = table[0], table[1]
+    assert real["training set"] == "Real" and real["G"] == "—" and real["faithfulness"] == "—"
+    assert real["dice"].startswith("93.10 [") and real["paper dice"] == "93.31 ± 0.46"
+    assert gt["G"] == 2 and gt["seeds"] == 3 and gt["faithfulness"] == "0.765 (0.810, 0.720)"
+    assert gt["real score"] == "0.900"
+
+
+def test_spread_test_hand_case():
+    # a: pooled within-replicate variance 1 (2 groups, 2 df), b: variance 4 (2 df): F = 0.25, SD ratio 0.5
+    t = sp.spread_test([[1.0, 2.0, 3.0]], [[2.0], [4.0], [6.0]])
+    assert t["estimate"] == pytest.approx(-0.5) and t["p"] == pytest.approx(2 * 0.2)  # F(2, 2) cdf = F/(1+F)
+    assert t["ci_low"] < -0.5 < t["ci_high"]
+    assert math.isnan(sp.spread_test([[1.0, 1.0]], [[1.0], [2.0]])["p"])
 
 
 def test_unknown_label_map_is_named():
