@@ -1,4 +1,5 @@
 import dataclasses
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -90,51 +91,137 @@ def test_placement_study_and_shape_rows(C, real):
     np.testing.assert_allclose(ex["contours"][-1], ex["p1"])  # alpha = 1
 
 
-def _rows(gains, base=0.3, seeds=(0, 1, 2), noise=0.01):
+def _rows(gains, base=0.3, seeds=(0, 1, 2), reps=(0, 1), noise=0.01):
+    """Per-run rows: Full and Real per seed, Generated per seed and replicate (gain ``g`` at each J)."""
     rows = []
     for s in seeds:
         e = noise * (s - 1)
-        rows.append({"setting": "Full dataset", "J": 24, "K": 900, "seed": s, "dice": .9, "dice2": .8,
-                     "aji": .7 + e, "aji_plus": .7, "pq": .6})
+        rows.append({"setting": "Full dataset", "J": 24, "K": 900, "replicate": None, "seed": s, "dice": .9,
+                     "dice2": .8, "aji": .7 + e, "aji_plus": .7, "pq": .6})
         for j, g in gains.items():
-            for setting, v in (("Real", base), ("Generated", base + g + e)):
-                rows.append({"setting": setting, "J": j, "K": 50 * j, "seed": s, "dice": v, "dice2": v, "aji": v,
-                             "aji_plus": v, "pq": v})
+            v = base + e
+            rows.append({"setting": "Real", "J": j, "K": 50 * j, "replicate": None, "seed": s,
+                         **{m: v for m in nuc.METRIC_KEYS}})
+            for r in reps:
+                v = base + g + e + noise * (r - 0.5)
+                rows.append({"setting": "Generated", "J": j, "K": 50 * j, "replicate": r, "seed": s,
+                             **{m: v for m in nuc.METRIC_KEYS}})
     return rows
 
 
-def _shapes(rel):
-    return [{"quantity": q, "statistic": s, "generated": 1 + rel, "real": 1.0, "relative difference": rel}
-            for q in ("area", "aspect_ratio") for s in ("median", "iqr")]
+def _faith(js, reps=(0, 1), ratio=1.0, real=0.6):
+    return {(j, r): {k: {"synthetic": ratio * real, "real": real, "ratio": ratio} for k in ("aji", "dice")}
+            for j in js for r in reps}
 
 
-def _placement(diff, p):
-    summ = {m: {"mean": 0.5, "std": 0.1, "n": 10} for m in ("greedy", "greedy_all_of_G", "random")}
-    return {"summary": summ, "tests": {"greedy-random": {"mean_diff": diff, "p": p},
-                                       "greedy-greedy_all_of_G": {"mean_diff": diff, "p": p}},
-            "blobs": {m: [10] for m in summ}}
+def _placement(greedy, random, all_of_g=None):
+    corr = {"greedy": list(greedy), "random": list(random), "greedy_all_of_G": list(all_of_g or random)}
+    return {"correlation": corr, "summary": {m: {"mean": float(np.mean(v)), "std": 0.1, "n": len(v)}
+                                             for m, v in corr.items()},
+            "blobs": {m: [10] for m in corr}}
 
 
-def test_table1_and_curves():
-    rows = _rows({2: 0.2, 5: 0.1, 10: 0.0})
-    t = nuc.table1(rows)
-    assert [(r["setting"], r["J"]) for r in t] == [("Full dataset", 24), ("Real", 2), ("Real", 5), ("Real", 10),
-                                                    ("Generated", 2), ("Generated", 5), ("Generated", 10)]
-    assert t[0]["paper AJI"] == "0.81" and t[4]["paper AJI"] == "0.49" and t[1]["AJI"].startswith("0.300")
+def _source(real_blobs, pool):
+    return SimpleNamespace(real_blobs=real_blobs, pool=pool)
+
+
+def _ellipses(n, rng, scale=1.0):
+    out = []
+    for _ in range(n):
+        a, b = rng.uniform(8, 12) * scale, rng.uniform(5, 7) * scale
+        yy, xx = np.mgrid[-20:21, -20:21]
+        out.append((yy / a) ** 2 + (xx / b) ** 2 <= 1)
+    return out
+
+
+def test_groups_and_table1_two_level():
+    rows = _rows({2: 0.2, 10: 0.0})
+    g = nuc.groups(rows, "Generated", 2, "aji")
+    assert len(g) == 2 and all(len(x) == 3 for x in g)  # 2 replicates x 3 seeds
+    assert nuc.groups(rows, "Real", 2, "aji") == [[0.29], [0.3], [0.31]]  # single_level: one group per seed
+    t = nuc.table1(rows, _faith([2, 10], ratio=0.5))
+    assert [(r["setting"], r["J"]) for r in t] == [("Full dataset", 24), ("Real", 2), ("Real", 10),
+                                                    ("Generated", 2), ("Generated", 10)]
+    assert t[0]["paper AJI"] == "0.81" and t[3]["paper AJI"] == "0.49" and t[1]["AJI"].startswith("0.300 [")
+    assert t[3]["generator replicates"] == 2 and t[3]["seeds"] == 3 and t[1]["generator replicates"] == "-"
+    assert t[3]["faithfulness AJI (per replicate)"] == "0.300 (0.300, 0.300)"
+    assert t[3]["segmenter AJI on real test"] == "0.600" and t[1]["faithfulness AJI (per replicate)"] == ""
+    means = {(r["setting"], r["J"]): r["aji"] for r in nuc.table1_means(rows)}
+    assert means[("Generated", 2)] == pytest.approx(0.5)  # mean of the generator means
     curve = nuc.curve_rows(rows)
-    assert len(curve) == 7 * len(nuc.METRIC_KEYS)
+    assert len(curve) == 5 * len(nuc.METRIC_KEYS) and {"ci_low", "ci_high"} <= set(curve[0])
     fig = nuc.curve_figure(rows)
     assert len(fig.axes) == 4
 
 
-def test_claim_verdicts_follow_the_rules():
-    good = nuc.claims(_rows({2: 0.2, 5: 0.1, 10: 0.0}), _shapes(0.05), _placement(0.3, 0.001))
-    assert [c["verdict"] for c in good] == ["reproduced"] * 4
-    bad = nuc.claims(_rows({2: -0.1, 5: 0.0, 10: 0.2}), _shapes(0.3), _placement(-0.1, 0.5))
-    assert [c["verdict"] for c in bad] == ["not reproduced"] * 4
-    noisy = nuc.claims(_rows({2: 0.01, 10: 0.0}, noise=0.05), _shapes(0.0), _placement(0.1, 0.2))
-    assert noisy[1]["verdict"] == "inconclusive" and noisy[2]["verdict"] == "inconclusive"
-    no_gain = nuc.claims(_rows({2: -0.3, 10: -0.4}), _shapes(0.0), _placement(0.1, 0.01))
-    assert no_gain[2]["verdict"] == "not reproduced" and no_gain[3]["verdict"] == "not reproduced"
-    single = nuc.claims(_rows({2: 0.2}, seeds=(0,)), _shapes(0.0), _placement(0.1, 0.01))
-    assert single[2]["verdict"] == "inconclusive" and single[3]["verdict"] == "inconclusive"
+def test_run_experiments_crosses_seeds_with_replicates(C, real, tmp_path, monkeypatch):
+    images, masks = real
+    calls = []
+
+    def fake(x, y, ti, tm, C_, seed, folder, progress=True):
+        calls.append(str(folder.relative_to(tmp_path)))
+        return {**{m: 0.5 for m in nuc.METRIC_KEYS}, "train_seconds": 0.0}
+
+    monkeypatch.setattr(nuc, "train_and_test", fake)
+    src = SimpleNamespace(k=7)
+    gs = SimpleNamespace(images=images[:2], masks=masks[:2])
+    sets = {(2, 0): gs, (2, 1): gs}
+    rows = nuc.run_experiments((images, masks), (images, masks), {2: [0, 1]}, {(2, 0): src, (2, 1): src}, sets, C,
+                               [0, 1], tmp_path, gan_seeds=[0, 100], log=lambda *_: None)
+    assert len(rows) == 2 * (1 + 1 + 2)  # per seed: full, real, 2 generated replicates
+    gen = [r for r in rows if r["setting"] == "Generated"]
+    assert sorted((r["replicate"], r["generator_seed"], r["seed"]) for r in gen) == \
+        [(0, 0, 0), (0, 0, 1), (1, 100, 0), (1, 100, 1)]
+    assert all(r["replicate"] is None for r in rows if r["setting"] != "Generated")
+    assert "hovernet/generated_J2_s1/g1" in calls and "hovernet/real_J2_s0" in calls
+    assert nuc.generator_seeds(5, 3) == [5, 105, 205]
+
+
+def test_claims_one_verdict_rule():
+    rng = np.random.default_rng(0)
+    real_blobs = _ellipses(1000, rng)
+    source = _source(real_blobs, real_blobs + real_blobs[::-1])  # same shapes as the real ones
+    greedy = rng.normal(0.6, 0.02, 12)
+    placement = _placement(greedy, greedy - 0.2 + rng.normal(0, 0.02, 12))
+    rows = _rows({2: 0.2, 10: 0.0})
+    out = {r["key"]: r for r in nuc.claims(rows, source, placement, _faith([2, 10]))}
+    assert list(out) == ["004-blob-shapes", "004-greedy-placement", "004-gain-smallest-J", "004-gain-fades",
+                         "004-topfraction-placement"]
+    assert out["004-blob-shapes"]["verdict"] == "reproduced"
+    assert out["004-greedy-placement"]["verdict"] == "reproduced"
+    assert out["004-gain-smallest-J"]["verdict"] == "reproduced"
+    assert out["004-gain-fades"]["verdict"] == "reproduced"
+    assert out["004-topfraction-placement"]["verdict"] == "extension"  # the study's own question
+    assert "advantages of image generation are lost" in out["004-gain-fades"]["claim"]  # full text, not cut
+    # the gate: generated images the real-trained segmenter cannot read make the J claims untestable,
+    # with both numbers shown; blob and placement claims do not rest on generated images
+    gated = {r["key"]: r for r in nuc.claims(rows, source, placement, _faith([2, 10], ratio=0.5))}
+    assert gated["004-gain-smallest-J"]["verdict"] == "untestable here"
+    assert "0.300 on generated images vs 0.600" in gated["004-gain-fades"]["reason"]
+    assert gated["004-blob-shapes"]["verdict"] == "reproduced"
+    # opposite direction, significant: not reproduced; a gain that grows with J is not "fading"
+    bad = {r["key"]: r for r in nuc.claims(_rows({2: -0.2, 10: 0.2}), _source(real_blobs, _ellipses(600, rng, 1.6)),
+                                           _placement(greedy - 0.2, greedy), _faith([2, 10]))}
+    assert bad["004-gain-smallest-J"]["verdict"] == "not reproduced"
+    assert bad["004-gain-fades"]["verdict"] == "not reproduced"
+    assert bad["004-greedy-placement"]["verdict"] == "not reproduced"
+    assert bad["004-blob-shapes"]["verdict"] == "not reproduced"
+    # a small, noisy difference is inconclusive, not "not reproduced"
+    noisy = {r["key"]: r for r in nuc.claims(_rows({2: 0.005, 10: 0.0}, noise=0.1), source, placement,
+                                             _faith([2, 10]))}
+    assert noisy["004-gain-smallest-J"]["verdict"] == "inconclusive"
+    assert noisy["004-gain-fades"]["verdict"] == "inconclusive"
+    # one J value (the smoke profile): the fading claim cannot be tested
+    one = {r["key"]: r for r in nuc.claims(_rows({2: 0.2}), source, placement, _faith([2]))}
+    assert one["004-gain-fades"]["verdict"] == "untestable here"
+
+
+def test_gain_contrast_matches_hand_computation():
+    gen_a, real_a = [[0.5, 0.52], [0.54, 0.56]], [[0.3], [0.32]]
+    gen_b, real_b = [[0.4, 0.4], [0.42, 0.42]], [[0.4], [0.42]]
+    c = nuc.gain_contrast(gen_a, real_a, gen_b, real_b)
+    assert c["estimate"] == pytest.approx((0.53 - 0.31) - (0.41 - 0.41))
+    # SE^2 = sum of var(group means) / G over the four samples: 0.04^2/2/2 + 3 x 0.02^2/2/2
+    assert c["se"] == pytest.approx(np.sqrt(0.04 ** 2 / 4 + 3 * 0.02 ** 2 / 4))
+    assert 0 < c["p"] < 0.05 and c["ci_low"] < c["estimate"] < c["ci_high"]
+    assert np.isnan(nuc.gain_contrast(gen_a, [[0.3]], gen_b, real_b)["p"])  # one real seed: no test
