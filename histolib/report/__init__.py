@@ -16,7 +16,13 @@ from histolib.report.claims import (
     verdict,
     write_claims,
 )
-from histolib.report.stats import minimum_detectable_effect, single_level, two_level_difference, two_level_summary
+from histolib.report.stats import (
+    minimum_detectable_effect,
+    single_level,
+    two_level_contrast,
+    two_level_difference,
+    two_level_summary,
+)
 from histolib.report.tables import Conditions, beside_paper, fmt_interval, fmt_mean_std, write_table
 
 FAITHFULNESS_GATE = 0.8  # issue "Evidence that holds": below 0.8 of the segmenter's real score, untestable
@@ -37,7 +43,8 @@ def faithfulness_precondition(result: dict, threshold: float = FAITHFULNESS_GATE
 
 __all__ = [
     "OUTCOMES", "Claim", "Evidence", "Precondition", "assess", "claims_markdown", "evidence_from_test", "verdict",
-    "write_claims", "minimum_detectable_effect", "single_level", "two_level_difference", "two_level_summary",
+    "write_claims", "minimum_detectable_effect", "single_level", "two_level_contrast", "two_level_difference",
+    "two_level_summary",
     "Conditions", "beside_paper", "fmt_interval", "fmt_mean_std", "write_table", "FAITHFULNESS_GATE",
     "faithfulness_precondition",
 ]

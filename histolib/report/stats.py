@@ -35,7 +35,8 @@ from scipy import stats
 
 from histolib.errors import ParamError
 
-__all__ = ["single_level", "two_level_summary", "two_level_difference", "minimum_detectable_effect"]
+__all__ = ["single_level", "two_level_summary", "two_level_difference", "two_level_contrast",
+           "minimum_detectable_effect"]
 
 
 def single_level(values: Sequence[float]) -> list[list[float]]:
@@ -118,14 +119,58 @@ def two_level_summary(groups, bounds: tuple[float, float] | None = (0.0, 1.0),
             "sd_between": math.sqrt(max(0.0, between)) if max(sizes) > 1 else math.sqrt(var_means)}
 
 
+def two_level_contrast(samples, weights, bounds: tuple[float, float] | None = None, alpha: float = 0.05,
+                       power: float = 0.8, label: str = "") -> dict:
+    """A linear contrast ``c = sum_k w_k ybar_k`` of independent two-level samples, its Welch t-test
+    and interval.
+
+    ``SE^2 = sum_k w_k^2 SE_k^2``, ``df = SE^4 / sum_k (w_k^2 SE_k^2)^2 / df_k`` (Welch-Satterthwaite),
+    ``t = c / SE``, ``p = 2 P(T_df > |t|)``, interval ``c +- t_{1 - alpha/2, df} SE`` clipped to
+    ``bounds``, minimum detectable effect as in :func:`minimum_detectable_effect`. The difference of
+    two samples is the contrast ``(+1, -1)``; "the gain at J=2 minus the gain at J=10" is
+    ``(+1, -1, -1, +1)`` over (generated J=2, real J=2, generated J=10, real J=10).
+
+    Args:
+        samples: groups as for :func:`two_level_summary`, one per term.
+        weights: one weight per sample.
+        label: names the units in the ``test`` description.
+
+    Returns:
+        ``estimate``, ``se``, ``df``, ``t``, ``p``, ``ci_low``, ``ci_high``, ``clipped``, ``mde``,
+        ``parts`` (each sample's summary) and ``test``. The test fields are NaN when a sample has a
+        single group (no between-generator variance) or every standard error is zero.
+    """
+    if len(samples) != len(weights) or not samples:
+        raise ParamError(f"two_level_contrast needs one weight per sample, got {len(samples)} and {len(weights)}")
+    parts = [two_level_summary(x, bounds=None) for x in samples]
+    c = float(sum(w * p["mean"] for w, p in zip(weights, parts, strict=True)))
+    units = " vs ".join(str(p["n_generators"]) for p in parts)
+    test = (f"Welch t on generator-level means ({label + ': ' if label else ''}{units} units; "
+            "two-level SE, Welch-Satterthwaite df)")
+    out = {"estimate": c, "parts": parts, "test": test, "se": math.nan, "df": math.nan, "t": math.nan,
+           "p": math.nan, "ci_low": math.nan, "ci_high": math.nan, "clipped": False, "mde": math.nan}
+    if not all(math.isfinite(p["se"]) for p in parts):
+        return out
+    v = [w * w * p["se"] ** 2 for w, p in zip(weights, parts, strict=True)]
+    se = math.sqrt(sum(v))
+    if se == 0:
+        return out
+    df = sum(v) ** 2 / sum(x * x / p["df"] for x, p in zip(v, parts, strict=True) if x)
+    t = c / se
+    half = float(stats.t.ppf(1 - alpha / 2, df) * se)
+    lo, hi, clipped = _clip(c - half, c + half, bounds)
+    return {**out, "se": se, "df": float(df), "t": float(t), "p": float(2 * stats.t.sf(abs(t), df)),
+            "ci_low": lo, "ci_high": hi, "clipped": clipped, "mde": minimum_detectable_effect(se, df, alpha, power)}
+
+
 def two_level_difference(a, b, bounds: tuple[float, float] | None = (-1.0, 1.0), alpha: float = 0.05,
                          power: float = 0.8) -> dict:
-    """Difference ``mean(a) - mean(b)`` of two two-level samples, Welch's t-test and its interval.
+    """Difference ``mean(a) - mean(b)`` of two two-level samples: :func:`two_level_contrast` with
+    weights ``(+1, -1)``.
 
     ``d = ybar_a - ybar_b``, ``SE = sqrt(SE_a^2 + SE_b^2)``,
     ``df = SE^4 / (SE_a^4 / df_a + SE_b^4 / df_b)`` (Welch-Satterthwaite), ``t = d / SE``,
-    ``p = 2 P(T_df > |t|)``, interval ``d +- t_{1 - alpha/2, df} SE`` clipped to ``bounds``, and the
-    minimum detectable effect of :func:`minimum_detectable_effect`.
+    ``p = 2 P(T_df > |t|)``, interval ``d +- t_{1 - alpha/2, df} SE`` clipped to ``bounds``.
 
     Args:
         a, b: groups as for :func:`two_level_summary` (``single_level(values)`` for a set without
@@ -133,28 +178,7 @@ def two_level_difference(a, b, bounds: tuple[float, float] | None = (-1.0, 1.0),
         bounds: range of the difference (``(-1, 1)`` for a score in [0, 1]).
 
     Returns:
-        ``estimate``, ``se``, ``df``, ``t``, ``p``, ``ci_low``, ``ci_high``, ``clipped``, ``mde``,
-        ``a`` and ``b`` (their summaries), ``test`` (a description). NaN test fields when either side
-        has a single group, or both standard errors are zero.
+        The contrast's fields, plus ``a`` and ``b`` (their summaries).
     """
-    sa, sb = two_level_summary(a, bounds=None), two_level_summary(b, bounds=None)
-    d = sa["mean"] - sb["mean"]
-    test = (f"Welch t on generator-level means ({sa['n_generators']} vs {sb['n_generators']} units; "
-            "two-level SE, Welch-Satterthwaite df)")
-    base = {"estimate": d, "a": sa, "b": sb, "test": test}
-    nan = {"se": math.nan, "df": math.nan, "t": math.nan, "p": math.nan, "ci_low": math.nan, "ci_high": math.nan,
-           "clipped": False, "mde": math.nan}
-    if not (math.isfinite(sa["se"]) and math.isfinite(sb["se"])):
-        return {**base, **nan}
-    va, vb = sa["se"] ** 2, sb["se"] ** 2
-    se = math.sqrt(va + vb)
-    if se == 0:
-        return {**base, **nan}
-    terms = (va ** 2 / sa["df"] if va else 0.0) + (vb ** 2 / sb["df"] if vb else 0.0)
-    df = (va + vb) ** 2 / terms
-    t = d / se
-    p = float(2 * stats.t.sf(abs(t), df))
-    half = float(stats.t.ppf(1 - alpha / 2, df) * se)
-    lo, hi, clipped = _clip(d - half, d + half, bounds)
-    return {**base, "se": se, "df": float(df), "t": float(t), "p": p, "ci_low": lo, "ci_high": hi,
-            "clipped": clipped, "mde": minimum_detectable_effect(se, df, alpha, power)}
+    out = two_level_contrast([a, b], [1, -1], bounds, alpha, power)
+    return {**out, "a": out["parts"][0], "b": out["parts"][1]}

@@ -783,28 +783,11 @@ def shape_evidence(real_blobs: list, generated_blobs: list, alpha: float = 0.05,
 
 
 def gain_contrast(gen_a, real_a, gen_b, real_b, alpha: float = 0.05, power: float = 0.8) -> dict:
-    """``(gen_a - real_a) - (gen_b - real_b)``: the gain at one J minus the gain at another, from four
-    independent two-level samples (standard errors of :func:`histolib.report.two_level_summary`,
-    Welch-Satterthwaite df over the four). Same fields as :func:`histolib.report.two_level_difference`."""
-    from scipy import stats
-
-    parts = [report.two_level_summary(x, bounds=None) for x in (gen_a, real_a, gen_b, real_b)]
-    d = parts[0]["mean"] - parts[1]["mean"] - parts[2]["mean"] + parts[3]["mean"]
-    test = ("Welch t on the contrast of four two-level means (" + ", ".join(str(p["n_generators"]) for p in parts)
-            + " units: generated, real at each J)")
-    out = {"estimate": d, "test": test, "se": math.nan, "df": math.nan, "t": math.nan, "p": math.nan,
-           "ci_low": math.nan, "ci_high": math.nan, "mde": math.nan}
-    if not all(math.isfinite(p["se"]) for p in parts):
-        return out
-    v = [p["se"] ** 2 for p in parts]
-    se = math.sqrt(sum(v))
-    if se == 0:
-        return out
-    df = sum(v) ** 2 / sum(x ** 2 / p["df"] for x, p in zip(v, parts, strict=True) if x)
-    half = float(stats.t.ppf(1 - alpha / 2, df) * se)
-    return {**out, "se": se, "df": df, "t": d / se, "p": float(2 * stats.t.sf(abs(d / se), df)),
-            "ci_low": max(-2.0, d - half), "ci_high": min(2.0, d + half),
-            "mde": report.minimum_detectable_effect(se, df, alpha, power)}
+    """``(gen_a - real_a) - (gen_b - real_b)``: the gain at one J minus the gain at another, the
+    contrast ``(+1, -1, -1, +1)`` of four independent two-level samples
+    (:func:`histolib.report.two_level_contrast`), clipped to [-2, 2]."""
+    return report.two_level_contrast([gen_a, real_a, gen_b, real_b], [1, -1, -1, 1], bounds=(-2.0, 2.0),
+                                     alpha=alpha, power=power, label="generated, real at each J")
 
 
 def claim_list(js: list[int], metric: str = "aji") -> list[report.Claim]:

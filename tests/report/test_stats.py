@@ -83,3 +83,17 @@ def test_bad_input_named():
 def test_dict_input_in_key_order():
     s = two_level_summary({1: {0: 0.8, 1: 0.8}, 0: {0: 0.5, 1: 0.7}}, bounds=None)
     assert s["mean"] == pytest.approx(0.7) and s["se"] == pytest.approx(0.1)
+
+
+def test_contrast_of_four_by_hand():
+    from histolib.report.stats import two_level_contrast
+
+    a = [[0.5, 0.7], [0.8, 0.8]]          # mean 0.7, SE^2 0.01, df 1
+    b = single_level([0.9, 0.9, 0.96])    # mean 0.92, SE^2 0.0004, df 2
+    c = two_level_contrast([a, b, b, a], [1, -1, -1, 1])
+    assert c["estimate"] == pytest.approx(0.7 - 0.92 - 0.92 + 0.7)
+    assert c["se"] == pytest.approx(math.sqrt(2 * 0.01 + 2 * 0.0004))
+    df = (2 * 0.01 + 2 * 0.0004) ** 2 / (2 * 0.01 ** 2 / 1 + 2 * 0.0004 ** 2 / 2)
+    assert c["df"] == pytest.approx(df)
+    with pytest.raises(ParamError):
+        two_level_contrast([a], [1, -1])
