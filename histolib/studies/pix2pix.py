@@ -26,6 +26,14 @@ Decisions where the paper is silent or where we replace a manual step:
 * Batch of one with L_ms: Eq. (4) needs two conditions; at batch 1 each step also draws a partner
   condition (``histolib.train.pix2pix.PairBatches``).
 * No data augmentation during GAN training (the paper describes none).
+* Generator replicates (issue "Evidence that holds"): every variant is trained ``protocol.n_gan_seeds`` times
+  (seeds ``histolib.repro.replicate_seeds``, folders ``<variant>/g<k>``); collapse scores are measured per
+  replicate and variants are compared with the replicates as units (:func:`variant_difference`); the
+  downstream U-Nets cross the full model's replicates with the U-Net seeds.
+* Quality beside diversity: every "not collapsed" verdict needs the variant's KID within
+  :data:`KID_FACTOR` of the best variant's (:func:`realism_precondition`); the paper's quality and
+  downstream claims need the full model to be faithful to its masks (the ``Real`` U-Net's Dice on its
+  outputs for the test masks, beside that U-Net's Dice on the real test patches).
 """
 
 from __future__ import annotations
@@ -37,10 +45,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from histolib import report
 from histolib.config import knob, section
 from histolib.errors import ParamError
 from histolib.metrics.image import diversity, kid, mean_pairwise_distance
-from histolib.metrics.segmentation import paired_test, summarize
+from histolib.repro import replicate_seeds
 from histolib.train.checkpoint import Checkpointer
 from histolib.train.features import FeatureNet, extract_features, images_to_tensor, load_feature_net
 from histolib.train.monitor import TrainingLog
@@ -462,6 +471,21 @@ def train_variant(variant: str, cfg: Pix2PixParams, train: ConditionSet, val: Co
                       _read_jsonl(out_dir / "log.jsonl"), seconds, out_dir)
 
 
+def replicate_folder(folder: str | Path, k: int) -> Path:
+    """Where generator replicate ``k`` of a variant lives: ``folder/g<k>`` (the DVC out stays ``folder``)."""
+    return Path(folder) / f"g{int(k)}"
+
+
+def train_replicates(variant: str, cfg: Pix2PixParams, train: ConditionSet, val: ConditionSet, net: FeatureNet,
+                     folder: str | Path, seed: int, n: int, progress: bool = True) -> list[VariantRun]:
+    """``n`` generator replicates of ``variant`` (:func:`train_variant` each), replicate ``k`` seeded
+    ``replicate_seeds(seed, n)[k]`` (replicate 0 = the study seed) in :func:`replicate_folder` ``(folder, k)``.
+    Complete replicates are loaded read-only; missing ones are trained. Every replicate shares the data,
+    options and the KID feature network: only the seed (initialisation, batches, dropout) differs."""
+    return [train_variant(variant, cfg, train, val, net, replicate_folder(folder, k), s, progress)
+            for k, s in enumerate(replicate_seeds(seed, n))]
+
+
 # --------------------------------------------------------------------------------------------------
 # Downstream: synthetic training sets for the U-Net harness
 # --------------------------------------------------------------------------------------------------
@@ -543,76 +567,214 @@ def notebook01_real_rows(folder: str | Path, real, test, cfg, seeds, n_classes: 
     return rows
 
 
-def dice_table(rows: list[dict], baseline: str = REAL) -> list[dict]:
-    """One row per training set: Dice / precision / recall mean +- std over seeds, the 95% interval
-    of the mean Dice, and a paired t-test against ``baseline`` (same seeds).
+def downstream_runs(generators, train: ConditionSet, val, test, unet_cfg, spade_cfg, seeds, seed: int,
+                    folder: str | Path, variant: str = "full", progress: bool = True) -> tuple[list[dict], dict]:
+    """U-Nets on the synthetic sets of every generator replicate (replicates x U-Net seeds).
+
+    Replicate ``g``'s sets come from :func:`downstream_sets` with the study ``seed`` (the deformations and
+    dropout seeds, so ``Real`` is the same set for every replicate: only the generator differs); its
+    ``Pix2Pix`` and ``Real + Pix2Pix`` U-Nets live in ``folder/g<g>/<set>/seed<k>``. ``Real`` is not
+    trained here (see :func:`notebook01_real_rows`).
+
+    Returns:
+        Run rows with a ``generator`` field (the replicate index).
+    """
+    from histolib.train.segmentation import run_experiment
+
+    rows = []
+    for g, generator in enumerate(generators):
+        sets = downstream_sets(generator, train, spade_cfg, seed, variant)[0]
+        todo = {k: v for k, v in sets.items() if k != REAL}
+        rows += [{**r, "generator": g} for r in run_experiment(todo, val, test, unet_cfg, seeds,
+                                                               replicate_folder(folder, g), progress=progress)]
+    return rows
+
+
+def real_unet(nb01_folder: str | Path, folder: str | Path, real, val, test, cfg, seeds,
+              progress: bool = True) -> tuple[list[dict], torch.nn.Module]:
+    """The ``Real`` U-Nets (trained on real patches only) and the segmenter that scores faithfulness.
+
+    Notebook 01's runs are read when they are exactly ours (:func:`notebook01_real_rows`, read-only);
+    otherwise ``Real`` is trained (or loaded) in ``folder/Real/seed<k>``. The segmenter is the ``Real``
+    U-Net of the first seed, from wherever the rows came.
+
+    Returns:
+        ``(rows, model)``: the ``Real`` run rows and the first seed's U-Net (eval mode).
+    """
+    from histolib.train.segmentation import run_experiment, train_unet
+
+    rows = notebook01_real_rows(nb01_folder, real, test, cfg, seeds)
+    home = Path(nb01_folder) if rows is not None else Path(folder)
+    if rows is None:
+        rows = run_experiment({REAL: real}, val, test, cfg, seeds, folder, progress=progress)
+    model = train_unet(real, val, cfg, seeds[0], home / REAL / f"seed{seeds[0]}", progress=False).model
+    return rows, model.eval()
+
+
+def set_groups(rows: list[dict], name: str, key: str = "dice") -> list[list[float]]:
+    """The two-level groups of one training set: one list of seed scores per generator replicate
+    (``report.single_level`` for a set without a generator, i.e. rows without ``generator``)."""
+    mine = [r for r in rows if r["set"] == name]
+    if not any("generator" in r for r in mine):
+        return report.single_level([r[key] for r in sorted(mine, key=lambda r: r["seed"])])
+    gens = sorted({r["generator"] for r in mine})
+    return [[r[key] for r in sorted(mine, key=lambda r: r["seed"]) if r["generator"] == g] for g in gens]
+
+
+def dice_table(rows: list[dict], faith: dict | None = None, baseline: str = REAL, alpha: float = 0.05) -> list[dict]:
+    """One row per training set: test Dice / precision / recall as two-level means with their
+    ``1 - alpha`` intervals (``report.two_level_summary``: generator replicates, then U-Net seeds; ``Real``
+    one level), the per-replicate Dice means, and the difference to ``baseline`` by
+    ``report.two_level_difference`` (Welch t on generator-level means).
 
     Args:
-        rows: :func:`histolib.train.segmentation.run_experiment` rows.
-        baseline: the set every other is compared with (the ``Real`` row of notebook 01: same data,
-            harness and seeds).
+        rows: :func:`histolib.train.segmentation.run_experiment` rows (``generator`` on synthetic ones).
+        faith: :func:`pooled_faithfulness` of the generator behind the synthetic rows (its synthetic and
+            real-image Dice are shown on those rows), or ``None``.
+        baseline: the set every other is compared with.
     """
-    sets = list(dict.fromkeys(r["set"] for r in rows))
-    by = {s: sorted((r for r in rows if r["set"] == s), key=lambda r: r["seed"]) for s in sets}
     out = []
-    for s in sets:
-        d = summarize([r["dice"] for r in by[s]])
-        row = {"training set": s, "n_train": by[s][0]["n_train"], "seeds": len(by[s]),
-               "Dice (%)": _pm(d["mean"], d["std"]),
-               "95% CI": f"[{d['ci_low'] * 100:.2f}, {d['ci_high'] * 100:.2f}]" if d["n"] > 1 else "",
-               "precision (%)": _pm(*_ms([r["precision"] for r in by[s]])),
-               "recall (%)": _pm(*_ms([r["recall"] for r in by[s]]))}
+    for s in dict.fromkeys(r["set"] for r in rows):
+        groups = set_groups(rows, s)
+        synthetic = any("generator" in r for r in rows if r["set"] == s)
+        summ = report.two_level_summary(groups, confidence=1 - alpha)
+        row = {"training set": s, "n_train": next(r["n_train"] for r in rows if r["set"] == s),
+               "generators": summ["n_generators"] if synthetic else "", "seeds": len(groups[0]) if synthetic
+               else len(groups), "Dice (%)": report.fmt_interval(summ),
+               "per replicate (%)": ", ".join(f"{np.mean(g) * 100:.2f}" for g in groups) if synthetic else "",
+               "precision (%)": report.fmt_interval(report.two_level_summary(set_groups(rows, s, "precision"))),
+               "recall (%)": report.fmt_interval(report.two_level_summary(set_groups(rows, s, "recall")))}
+        row["faithfulness (Dice %)"] = (f"{faith['synthetic'] * 100:.2f} vs real {faith['real'] * 100:.2f}"
+                                        if synthetic and faith else "")
         row[f"vs {baseline}"] = "baseline" if s == baseline else ""
-        if s != baseline and baseline in by and [r["seed"] for r in by[s]] == [r["seed"] for r in by[baseline]]:
-            t = paired_test([r["dice"] for r in by[s]], [r["dice"] for r in by[baseline]])
-            row[f"vs {baseline}"] = f"{t['mean_diff'] * 100:+.2f} (p={t['p']:.3g})"
+        if s != baseline and any(r["set"] == baseline for r in rows):
+            t = report.two_level_difference(groups, set_groups(rows, baseline), alpha=alpha)
+            row[f"vs {baseline}"] = f"{t['estimate'] * 100:+.2f} (p={t['p']:.2g})"
         out.append(row)
     return out
 
 
-def _ms(v) -> tuple[float, float]:
-    v = np.asarray(v, float)
-    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else float("nan")
-
-
-def _pm(mean: float, std: float) -> str:
-    return f"{mean * 100:.2f}" if std != std else f"{mean * 100:.2f} ± {std * 100:.2f}"
-
-
 # --------------------------------------------------------------------------------------------------
-# Tables, curves and claims
+# Faithfulness, realism and replicate summaries
 # --------------------------------------------------------------------------------------------------
 
-def ablation_rows(runs: dict[str, VariantRun], scores: dict[str, dict]) -> list[dict]:
-    """The ablation table: one row per variant with its collapse scores (numbers, not strings)."""
+KID_FACTOR = 2.0  # realism criterion: a variant's mean test KID within 2x the best variant's. KID's subset
+# std is ~10-40% of its value here (ablation table), so a 2x gap is far outside the noise of the score: a
+# variant beyond it makes visibly different images, and its "diversity" may be noise rather than modes.
+
+
+def replicate_faithfulness(segment, outputs: list[np.ndarray], test: ConditionSet) -> list[dict]:
+    """Faithfulness of every replicate (``histolib.metrics.faithfulness``): the real-trained ``segment``
+    scores each replicate's images for the test conditions against the test masks they were generated
+    from, beside its pooled Dice on the real test patches."""
+    from histolib.metrics.faithfulness import faithfulness
+
+    return [faithfulness(segment, fake, test.masks, test.images, test.masks) for fake in outputs]
+
+
+def pooled_faithfulness(per_replicate: list[dict]) -> dict:
+    """The gate's input over replicates: mean synthetic score, the (shared) real score, their ratio and
+    the per-replicate synthetic scores."""
+    syn = float(np.mean([f["synthetic"] for f in per_replicate]))
+    real = float(np.mean([f["real"] for f in per_replicate]))
+    return {"synthetic": syn, "real": real, "ratio": syn / real if real > 0 else float("nan"),
+            "per_replicate": [f["synthetic"] for f in per_replicate]}
+
+
+def replicate_values(scores: dict[str, list[dict]], variant: str, key: str) -> list[float]:
+    """``scores[variant][g][key]`` for every replicate ``g``."""
+    return [float(s[key]) for s in scores[variant]]
+
+
+def replicate_summary(scores: dict[str, list[dict]], variant: str, key: str, alpha: float = 0.05) -> dict:
+    """``report.two_level_summary`` of one score over a variant's replicates (the replicates are the units;
+    each replicate's value already averages over the test conditions), unbounded."""
+    return report.two_level_summary(report.single_level(replicate_values(scores, variant, key)), bounds=None,
+                                    confidence=1 - alpha)
+
+
+def variant_difference(scores: dict[str, list[dict]], a: str, b: str, key: str, alpha: float = 0.05) -> dict:
+    """Difference of a collapse score between two variants, generator replicates as the units.
+
+    With ``y_vg`` the score of replicate ``g`` of variant ``v`` on the (shared) test conditions,
+    ``d = mean_g y_ag - mean_g y_bg``, ``SE = sqrt(s_a^2 / G_a + s_b^2 / G_b)`` with ``s_v^2`` the variance
+    between variant ``v``'s replicates, Welch-Satterthwaite df (``report.two_level_difference`` with each
+    replicate a group of one). The test-condition sampling is the inner level: it is inside each
+    ``y_vg`` and hence inside ``s_v^2``, as the seeds are in the two-level model; no bootstrap is
+    added on top. With one replicate per variant the test is undefined (NaN, ``inconclusive``).
+    """
+    return report.two_level_difference(report.single_level(replicate_values(scores, a, key)),
+                                       report.single_level(replicate_values(scores, b, key)), bounds=None, alpha=alpha)
+
+
+def realism_precondition(scores: dict[str, list[dict]], variant: str,
+                         factor: float = KID_FACTOR) -> report.Precondition:
+    """Quality beside diversity: ``variant``'s mean test KID is within ``factor`` x the best variant's mean
+    KID (when the best is <= 0, i.e. indistinguishable from real, the variant must be <= 0 too). A diversity
+    score of a variant failing it may be unrealistic noise rather than modes."""
+    means = {v: float(np.mean(replicate_values(scores, v, "kid"))) for v in scores}
+    best = min(means, key=means.get)
+    line = factor * max(means[best], 0.0)
+    return report.Precondition(
+        name=f"{variant} realistic: test KID within {factor:g}x the best variant's (else its diversity may be "
+             "inflated by unrealistic noise)",
+        met=bool(means[variant] <= line),
+        detail=f"KID x1e3 {variant} {means[variant] * 1e3:.3g} vs best ({best}) {means[best] * 1e3:.3g}, "
+               f"line {line * 1e3:.3g}")
+
+
+def ablation_rows(runs: dict[str, list[VariantRun]], scores: dict[str, list[dict]],
+                  faith: dict[str, list[dict]] | None = None, alpha: float = 0.05) -> list[dict]:
+    """The ablation table: one row per variant, each score as the mean over generator replicates with
+    its ``1 - alpha`` interval (replicates as units) and the per-replicate values; the realism criterion
+    and the faithfulness (Dice of the real-trained U-Net on the outputs vs on real test patches)."""
     rows = []
-    for name, run in runs.items():
-        s = scores[name]
-        rows.append({"variant": name, "model": VARIANTS[name].label, "paper": VARIANTS[name].paper,
-                     "best step": run.best_step,
-                     "val KID x1e3": run.best_val_kid * 1e3, "test KID x1e3": s["kid"] * 1e3,
-                     "KID std x1e3": s["kid_std"] * 1e3, "diversity / real": s["diversity_ratio"],
-                     "diversity 95% CI": "[{:.2f}, {:.2f}]".format(*s["diversity_ratio_ci"]),
-                     "dropout diversity / real": s["dropout_diversity"],
-                     "sensitivity / real": s["sensitivity_ratio"], "train s": run.seconds})
+    f3 = lambda vals, k=1.0: ", ".join(f"{v * k:.3g}" for v in vals)  # noqa: E731
+    for name, reps in runs.items():
+        kid_s = replicate_summary(scores, name, "kid", alpha)
+        div_s = replicate_summary(scores, name, "diversity_ratio", alpha)
+        row = {"variant": name, "model": VARIANTS[name].label, "paper": VARIANTS[name].paper,
+               "replicates": len(reps), "best steps": ", ".join(str(r.best_step) for r in reps),
+               "test KID x1e3": report.fmt_interval(kid_s, 1e3, 3),
+               "KID per replicate x1e3": f3(replicate_values(scores, name, "kid"), 1e3),
+               "diversity / real": report.fmt_interval(div_s, 1.0, 3),
+               "diversity per replicate": f3(replicate_values(scores, name, "diversity_ratio")),
+               "dropout diversity / real": f3(replicate_values(scores, name, "dropout_diversity")),
+               "sensitivity / real": f3(replicate_values(scores, name, "sensitivity_ratio")),
+               "realistic (KID)": "yes" if realism_precondition(scores, name).met else "no"}
+        if faith and name in faith:
+            fp = pooled_faithfulness(faith[name])
+            row["faithfulness Dice (%)"] = (f"{fp['synthetic'] * 100:.1f} ({f3(fp['per_replicate'], 100)}) "
+                                            f"vs real {fp['real'] * 100:.1f}")
+        row["train s"] = round(sum(r.seconds for r in reps), 1)
+        rows.append(row)
     return rows
 
 
 LOSS_KEYS = ("loss_d", "loss_g_gan", "loss_l1", "loss_ms", "d_real", "d_fake")
 
 
-def loss_curves(runs: dict[str, VariantRun]) -> list[dict]:
-    """Long-format rows ``{variant, step, <losses>}`` from every run's log (for CSV and DVC plots)."""
-    out = []
-    for name, run in runs.items():
-        for row in run.log:
-            out.append({"variant": name, "step": row["step"], **{k: row[k] for k in LOSS_KEYS if k in row}})
-    return out
+def _run_label(name: str, k: int) -> str:
+    """``full`` for replicate 0 (the DVC plot's column), ``full_g1`` ... for the others."""
+    return name if k == 0 else f"{name}_g{k}"
 
 
-def val_kid_curves(runs: dict[str, VariantRun]) -> list[dict]:
-    """Rows ``{variant, step, val_kid}``: the checkpoint-choice curve of every run."""
-    return [{"variant": n, "step": h["step"], "val_kid": h["score"]} for n, r in runs.items() for h in r.val_history]
+def _runs(runs) -> list[tuple[str, VariantRun]]:
+    return [(_run_label(n, k), r) for n, reps in runs.items()
+            for k, r in enumerate(reps if isinstance(reps, list) else [reps])]
+
+
+def loss_curves(runs: dict[str, list[VariantRun]]) -> list[dict]:
+    """Long-format rows ``{variant, step, <losses>}`` from every replicate's log (for CSV and DVC plots);
+    replicate ``k > 0`` is labelled ``<variant>_g<k>``."""
+    return [{"variant": label, "step": row["step"], **{k: row[k] for k in LOSS_KEYS if k in row}}
+            for label, run in _runs(runs) for row in run.log]
+
+
+def val_kid_curves(runs: dict[str, list[VariantRun]]) -> list[dict]:
+    """Rows ``{variant, step, val_kid}``: the checkpoint-choice curve of every replicate."""
+    return [{"variant": label, "step": h["step"], "val_kid": h["score"]} for label, r in _runs(runs)
+            for h in r.val_history]
 
 
 def wide_table(rows: list[dict], keys) -> list[dict]:
@@ -651,101 +813,120 @@ def curves_figure(loss_rows: list[dict], kid_rows: list[dict]):
     return fig
 
 
-def verdict(low: float, high: float, direction: int = 1) -> str:
-    """``reproduced`` when the interval of (effect x direction) lies above 0, ``not reproduced`` when
-    below, ``inconclusive`` when it straddles 0 or is undefined."""
-    if not (low == low and high == high):
-        return "inconclusive"
-    lo, hi = sorted((low * direction, high * direction))
-    if lo > 0:
-        return "reproduced"
-    if hi < 0:
-        return "not reproduced"
-    return "inconclusive"
-
-
-def paired_bootstrap_difference(gen_a, gen_b, test: ConditionSet, variant_a: str, variant_b: str, net: FeatureNet,
-                                seed: int, n_boot: int) -> tuple[float, float, float]:
-    """Difference of diversity ratios ``a - b`` on the same test conditions, with a paired bootstrap
-    interval over test items (the same resample for both models)."""
-    fa = extract_features(net, synthesize(gen_a, test.conditions(variant_a), seed=seed))
-    fb = extract_features(net, synthesize(gen_b, test.conditions(variant_b), seed=seed))
-    fr = extract_features(net, test.images)
-    da, db, dr = _distance_matrix(fa), _distance_matrix(fb), _distance_matrix(fr)
-    i, j = _pair_index(len(fr))
-    point = (da[i, j].mean() - db[i, j].mean()) / dr[i, j].mean()
-    if len(fr) < 3:
-        return float(point), float("nan"), float("nan")
-    diffs = [(da[a, b].mean() - db[a, b].mean()) / dr[a, b].mean()
-             for a, b in _bootstrap_pairs(len(fr), n_boot, seed) if dr[a, b].mean() > 0]
-    return (float(point), *_percentiles(diffs))
-
-
 COLLAPSED_BELOW = 0.5  # diversity / real below this: outputs for different inputs are less than half as
 # different as real patches are; the line we call "collapsed" in the claims (a convention, stated in the table)
 
+PAPER = "001"
+PAPER_CONDITIONS = ("660 glomerulus-centred 256-px patches of one stain, batch 1, training length not given, twelve "
+                    "checkpoints chosen by eye, one training per model; figures only, no numbers; the U-Net "
+                    "trained on synthetic data is announced but never reported.")
+FIGURES_ONLY = "figures only, no number"
 
-def claims(scores: dict[str, dict], differences: dict[str, tuple[float, float, float]],
-           downstream: list[dict] | None) -> list[dict]:
-    """The paper's claims, the evidence measured here and a verdict for each.
+# (key, section, text, other variant) of the claims "the full model is more diverse than <other>"
+_MORE_DIVERSE = (
+    ("001-full-vs-pix2pix-diversity", "Sec. 2-3.3, Figs. 2 and 5",
+     "Adding structure maps and the mode-seeking loss to Pix2Pix avoids the collapse of plain Pix2Pix from "
+     "masks: the full model's outputs vary with their input where Pix2Pix's do not", "pix2pix"),
+    ("001-no-ms-collapses", "Sec. 4.2, Fig. 6 (1st row)",
+     "Without the mode-seeking loss L_ms the model collapses: L_ms is mandatory", "no_ms"),
+    ("001-no-structure-collapses", "Sec. 4.2, Fig. 6 (2nd row)",
+     "Without structure maps the model collapses: the structure map is mandatory", "no_structure"),
+    ("001-conditional-d-collapses", "Sec. 4.2, Fig. 7",
+     "Feeding the condition to the discriminator brings mode collapse back, less prominently but visibly",
+     "conditional_d"),
+)
+
+# (key, section, text, other variant) of the claims "the full model's images are more realistic than <other>'s"
+_QUALITY = (
+    ("001-full-quality-vs-pix2pix", "Sec. 4.1, Figs. 5, 8 and 9",
+     "The full model generates images of very high visual quality (compared here with plain Pix2Pix's)",
+     "pix2pix"),
+    ("001-full-quality-vs-no-ms", "Sec. 4.2, Fig. 6",
+     "Without L_ms the results look poor: the full model's images are more realistic", "no_ms"),
+    ("001-full-quality-vs-no-structure", "Sec. 4.2, Fig. 6",
+     "Without structure maps the results look poor: the full model's images are more realistic", "no_structure"),
+)
+
+
+def _line_evidence(values: list[float], sign: int, what: str, alpha: float) -> report.Evidence:
+    """Evidence for "a score is above / below a line" over generator replicates: the effect
+    ``sign * (mean - line)``, its t-interval with the replicates as units (``report.two_level_summary``);
+    the interval decides (no p-value)."""
+    s = report.two_level_summary(report.single_level(values), bounds=None, confidence=1 - alpha)
+    lo, hi = sorted((sign * (s["ci_low"] - COLLAPSED_BELOW), sign * (s["ci_high"] - COLLAPSED_BELOW)))
+    return report.Evidence(
+        estimate=sign * (s["mean"] - COLLAPSED_BELOW), low=lo, high=hi,
+        test=f"t-interval over {s['n_generators']} generator replicates (test conditions inside each)",
+        mde=report.minimum_detectable_effect(s["se"], s["df"], alpha), unit="x real",
+        detail=f"{what}: diversity / real {s['mean']:.3f} per replicate "
+               f"[{', '.join(f'{v:.3f}' for v in values)}], collapse line {COLLAPSED_BELOW}")
+
+
+def claims(scores: dict[str, list[dict]], faith: dict[str, list[dict]] | None, downstream: list[dict] | None,
+           alpha: float = 0.05, gate: float = report.FAITHFULNESS_GATE) -> list[dict]:
+    """The paper's claims (``report.Claim``), the evidence measured here and one verdict each (``report.assess``).
+
+    * Collapse (diversity / real, generator replicates as units, :func:`variant_difference`): plain Pix2Pix
+      collapses (below :data:`COLLAPSED_BELOW`), the full model does not (above it), and is more diverse
+      than each ablation. Every claim that the full model is *not* collapsed carries the realism
+      precondition (:func:`realism_precondition`): diversity bought with unrealistic images is untestable.
+    * Quality: the full model's test KID is lower than plain Pix2Pix's and the ablations' (direction -1 on
+      ``KID full - KID other``); gated by the full model's faithfulness.
+    * Downstream (``extension``: announced, never reported): U-Nets on synthetic patches alone and added to
+      real ones vs ``Real``, generator replicates x U-Net seeds (``report.two_level_difference``), gated by
+      the full model's faithfulness.
 
     Args:
-        scores: :func:`collapse_scores` per variant.
-        differences: ``"full-<variant>"`` -> :func:`paired_bootstrap_difference` ``(point, low, high)``.
-        downstream: :func:`histolib.train.segmentation.run_experiment` rows (sets ``Real``,
-            ``Pix2Pix``, ``Real + Pix2Pix``), or ``None`` when not run.
+        scores: per variant, :func:`collapse_scores` of each replicate.
+        faith: per variant, :func:`replicate_faithfulness` (``None``: no gate can be checked, none applied).
+        downstream: run rows of ``Real`` (no ``generator``) and the synthetic sets (with ``generator``).
+        alpha: significance level.
+        gate: faithfulness gate (``protocol.faithfulness_gate``).
     """
     out = []
-
-    def absolute(name: str, claim: str, collapsed_expected: bool) -> None:
-        if name not in scores:
-            return
-        lo, hi = scores[name]["diversity_ratio_ci"]
-        # collapsed means the interval lies below the line; not collapsed, above it
-        v = verdict(COLLAPSED_BELOW - hi, COLLAPSED_BELOW - lo, 1 if collapsed_expected else -1)
-        out.append({"claim": claim, "evidence": f"{name}: diversity / real = {scores[name]['diversity_ratio']:.2f} "
-                    f"[{lo:.2f}, {hi:.2f}] (collapse line {COLLAPSED_BELOW})", "verdict": v,
-                    "test": "bootstrap over test conditions (95%)"})
-
-    def relative(other: str, claim: str) -> None:
-        key = f"full-{other}"
-        if key not in differences:
-            return
-        point, lo, hi = differences[key]
-        out.append({"claim": claim, "evidence": f"diversity / real, full - {other} = {point:+.2f} "
-                    f"[{lo:+.2f}, {hi:+.2f}]; test KID x1e3 full {scores['full']['kid'] * 1e3:.2f} vs "
-                    f"{other} {scores[other]['kid'] * 1e3:.2f}", "verdict": verdict(lo, hi, 1),
-                    "test": "paired bootstrap over test conditions (95%)"})
-
-    absolute("pix2pix", "Plain Pix2Pix from masks collapses: same texture whatever the input (Fig. 2)", True)
-    absolute("full", "With structure maps and L_ms, mode collapse is non-existent (sec. 4.1, Fig. 5)", False)
-    relative("pix2pix", "The full model is more diverse than plain Pix2Pix (sec. 2, 3.3)")
-    relative("no_ms", "Without L_ms the model collapses more (sec. 4.2, Fig. 6 row 1)")
-    relative("no_structure", "Without structure maps the model collapses more (sec. 4.2, Fig. 6 row 2)")
-    relative("conditional_d", "Feeding the condition to D brings collapse back, less markedly (Fig. 7)")
-    if downstream:
-        by = {}
-        for r in downstream:
-            by.setdefault(r["set"], {})[r["seed"]] = r["dice"]
-        for name, claim in ((SYNTHETIC, "U-Net trained on synthetic patches alone (announced, never reported)"),
-                            (MIXED, "Synthetic patches added to real ones help the U-Net (announced)")):
-            if name in by and REAL in by and set(by[name]) == set(by[REAL]):
-                seeds = sorted(by[REAL])
-                t = paired_test([by[name][s] for s in seeds], [by[REAL][s] for s in seeds])
-                d = summarize([by[name][s] - by[REAL][s] for s in seeds])
-                v = "inconclusive"
-                if name == MIXED:
-                    v = verdict(d["ci_low"], d["ci_high"], 1)
-                else:  # alone: the paper implies synthetic data can replace real; as good as real?
-                    v = ("reproduced" if d["ci_low"] == d["ci_low"] and d["ci_low"] > -0.02 else
-                         "not reproduced" if d["ci_high"] == d["ci_high"] and d["ci_high"] < -0.02 else
-                         "inconclusive")
-                out.append({"claim": claim, "evidence": f"Dice {name} - Real = {d['mean'] * 100:+.2f} points "
-                            f"[{d['ci_low'] * 100:+.2f}, {d['ci_high'] * 100:+.2f}], p = {t['p']:.3g}",
-                            "verdict": v, "test": "paired t-test over seeds"
-                            + ("; margin -2 Dice points" if name == SYNTHETIC else "")})
+    real_gate = ([report.faithfulness_precondition(pooled_faithfulness(faith["full"]), gate, "full model")]
+                 if faith and "full" in faith else [])
+    if "pix2pix" in scores:
+        c = report.Claim("001-pix2pix-collapses", PAPER, "Sec. 2, Fig. 2",
+                         "Pix2Pix translating a glomerulus mask into a patch collapses: it always outputs the same "
+                         "image, even when fed with different inputs", "diversity / real (test conditions)",
+                         f"{COLLAPSED_BELOW} - diversity ratio (pix2pix)", 1, FIGURES_ONLY)
+        out.append(report.assess(c, _line_evidence(replicate_values(scores, "pix2pix", "diversity_ratio"), -1,
+                                                   "pix2pix", alpha), (), alpha))
+    if "full" in scores:
+        c = report.Claim("001-full-not-collapsed", PAPER, "Sec. 4.1, Fig. 5",
+                         "With structure maps, the mode-seeking loss and an unconditional discriminator, mode "
+                         "collapse is completely avoided", "diversity / real (test conditions)",
+                         f"diversity ratio (full) - {COLLAPSED_BELOW}", 1, FIGURES_ONLY)
+        out.append(report.assess(c, _line_evidence(replicate_values(scores, "full", "diversity_ratio"), 1, "full",
+                                                   alpha), [realism_precondition(scores, "full")], alpha))
+    for key, sec, text, other in _MORE_DIVERSE:
+        if "full" in scores and other in scores:
+            c = report.Claim(key, PAPER, sec, text, "diversity / real (test conditions)",
+                             f"diversity ratio full - {other}", 1, FIGURES_ONLY)
+            ev = report.evidence_from_test(variant_difference(scores, "full", other, "diversity_ratio", alpha),
+                                           unit="x real")
+            out.append(report.assess(c, ev, [realism_precondition(scores, "full")], alpha))
+    for key, sec, text, other in _QUALITY:
+        if "full" in scores and other in scores:
+            c = report.Claim(key, PAPER, sec, text, "test KID x1e3 (offline features)", f"KID full - KID {other}",
+                             -1, FIGURES_ONLY)
+            ev = report.evidence_from_test(variant_difference(scores, "full", other, "kid", alpha), scale=1e3,
+                                           unit="x1e-3 KID")
+            out.append(report.assess(c, ev, real_gate, alpha))
+    if downstream and any(r["set"] == REAL for r in downstream):
+        for key, name, text in (
+                ("001-synthetic-alone", SYNTHETIC, "A U-Net trained on the full model's synthetic patches alone "
+                 "segments the glomeruli as well as one trained on real patches (announced, never reported)"),
+                ("001-synthetic-added", MIXED, "Adding the full model's synthetic patches to real ones improves "
+                 "the U-Net (announced, never reported)")):
+            if any(r["set"] == name for r in downstream):
+                c = report.Claim(key, PAPER, "Sec. 1 and 5 (announced)", text, "test Dice (%)", f"{name} - {REAL}",
+                                 1, "none reported", extension=True)
+                t = report.two_level_difference(set_groups(downstream, name), set_groups(downstream, REAL),
+                                                alpha=alpha)
+                out.append(report.assess(c, report.evidence_from_test(t, 100, "points"), real_gate, alpha))
     return out
-
 
 # --------------------------------------------------------------------------------------------------
 # Figures
@@ -793,24 +974,32 @@ def save_png(image: np.ndarray, path: str | Path) -> Path:
     return path
 
 
-def metrics_summary(runs: dict[str, VariantRun], scores: dict[str, dict], differences: dict, rows: list[dict],
-                    claims_rows: list[dict], backbone: str) -> dict:
-    """What ``results/02/metrics.json`` holds (DVC metrics): per-variant collapse scores, the paired
-    differences to the full model, downstream Dice per training set, the runs and the claims."""
+def metrics_summary(runs: dict[str, list[VariantRun]], scores: dict[str, list[dict]], faith: dict[str, list[dict]],
+                    rows: list[dict], claims_rows: list[dict], backbone: str, conditions: report.Conditions,
+                    alpha: float = 0.05) -> dict:
+    """What ``results/02/metrics.json`` holds (DVC metrics): per variant the replicate summaries (mean,
+    interval) and per-replicate collapse scores and faithfulness, the full model minus each variant
+    (replicates as units), downstream Dice per training set (two-level), the runs, the claims and the
+    conditions."""
+    keys = ("kid", "kid_std", "diversity_ratio", "dropout_diversity", "sensitivity_ratio")
     ablation = {}
-    for name, run in runs.items():
-        s = {k: v for k, v in scores[name].items() if k not in ("outputs", "backbone")}
-        ablation[name] = {**s, "best_step": run.best_step, "val_kid": run.best_val_kid, "train_seconds": run.seconds}
+    for name, reps in runs.items():
+        ablation[name] = {
+            **{k: replicate_summary(scores, name, k, alpha) for k in ("kid", "diversity_ratio")},
+            "replicates": [{**{k: s[k] for k in (*keys, "diversity_ratio_ci")}, "best_step": r.best_step,
+                            "val_kid": r.best_val_kid, "train_seconds": r.seconds}
+                           for r, s in zip(reps, scores[name], strict=True)]}
+        if faith and name in faith:
+            ablation[name]["faithfulness"] = pooled_faithfulness(faith[name])
+        if name != "full" and "full" in scores:
+            ablation[name]["full_minus"] = {k: {kk: v for kk, v in variant_difference(scores, "full", name, k, alpha)
+                                                .items() if kk not in ("a", "b")} for k in ("kid", "diversity_ratio")}
     downstream = {}
     for name in dict.fromkeys(r["set"] for r in rows):
-        mine = sorted((r for r in rows if r["set"] == name), key=lambda r: r["seed"])
-        downstream[name] = {"dice": summarize([r["dice"] for r in mine]),
-                            "precision": summarize([r["precision"] for r in mine]),
-                            "recall": summarize([r["recall"] for r in mine])}
-        real = sorted((r for r in rows if r["set"] == REAL), key=lambda r: r["seed"])
-        if name != REAL and [r["seed"] for r in real] == [r["seed"] for r in mine]:
-            downstream[name]["vs_real"] = paired_test([r["dice"] for r in mine], [r["dice"] for r in real])
-    return {"ablation": ablation,
-            "full_minus_variant_diversity": {k: dict(zip(("point", "low", "high"), v, strict=True))
-                                             for k, v in differences.items()},
-            "downstream": downstream, "runs": rows, "claims": claims_rows, "features": backbone}
+        downstream[name] = {k: report.two_level_summary(set_groups(rows, name, k), confidence=1 - alpha)
+                            for k in ("dice", "precision", "recall")}
+        if name != REAL and any(r["set"] == REAL for r in rows):
+            t = report.two_level_difference(set_groups(rows, name), set_groups(rows, REAL), alpha=alpha)
+            downstream[name]["vs_real"] = {k: v for k, v in t.items() if k not in ("a", "b")}
+    return {"ablation": ablation, "downstream": downstream, "runs": rows, "claims": claims_rows,
+            "features": backbone, "conditions": conditions.to_dict()}

@@ -1,4 +1,4 @@
-"""Notebook 02's study module: variants, conditions, deformations, collapse scores, claims, resumable runs."""
+"""Notebook 02's study module: variants, conditions, deformations, collapse scores, replicates, claims, runs."""
 
 import math
 
@@ -101,14 +101,6 @@ def test_bootstrap_ratio_of_equal_matrices_is_one():
     assert all(math.isnan(v) for v in p2p.bootstrap_ratio_interval(d[:2, :2], d[:2, :2], 5, 0))
 
 
-def test_verdict():
-    assert p2p.verdict(0.1, 0.3) == "reproduced"
-    assert p2p.verdict(-0.3, -0.1) == "not reproduced"
-    assert p2p.verdict(-0.1, 0.1) == "inconclusive"
-    assert p2p.verdict(-0.3, -0.1, direction=-1) == "reproduced"
-    assert p2p.verdict(float("nan"), 1.0) == "inconclusive"
-
-
 class _Constant(nn.Module):
     """A fully collapsed generator: the same grey image whatever the input."""
 
@@ -135,27 +127,99 @@ def test_collapse_scores_tell_a_collapsed_generator_from_a_responsive_one():
     assert flat["diversity_ratio_ci"][1] <= echo["diversity_ratio_ci"][0] + 1e-9
 
 
-def test_paired_difference_and_claims():
-    cs = _cset(n=6)
-    net = random_net(0)
-    point, lo, hi = p2p.paired_bootstrap_difference(_Echo(), _Constant(), cs, "full", "pix2pix", net, 0, 30)
-    assert point > 0 and lo > 0 and hi >= lo
-    scores = {"full": {"diversity_ratio": 0.9, "diversity_ratio_ci": [0.8, 1.0], "kid": 0.01},
-              "pix2pix": {"diversity_ratio": 0.1, "diversity_ratio_ci": [0.05, 0.2], "kid": 0.05}}
-    downstream = [{"set": s, "seed": k, "dice": d} for s, base in (("Real", 0.90), ("Pix2Pix", 0.80),
-                                                                 ("Real + Pix2Pix", 0.92))
-                  for k, d in enumerate(base + np.array([0.0, 0.01, -0.005]))]
-    out = {c["claim"][:20]: c["verdict"] for c in p2p.claims(scores, {"full-pix2pix": (0.8, 0.7, 0.9)}, downstream)}
-    assert list(out.values()) == ["reproduced", "reproduced", "reproduced", "not reproduced", "reproduced"]
+def _scores(full_div, full_kid, others):
+    """Per-variant replicate scores: ``others`` maps a variant to ``(diversity ratios, KIDs)``."""
+    mk = lambda d, k: [{"diversity_ratio": a, "kid": b} for a, b in zip(d, k, strict=True)]  # noqa: E731
+    return {"full": mk(full_div, full_kid), **{v: mk(*dk) for v, dk in others.items()}}
 
 
-def test_dice_table_pairs_sets_with_real():
-    rows = [{"set": s, "seed": k, "dice": d, "precision": 0.9, "recall": 0.8, "n_train": 4}
-            for s, ds in (("Real", [0.8, 0.82, 0.81]), ("Pix2Pix", [0.7, 0.71, 0.73])) for k, d in enumerate(ds)]
-    table = p2p.dice_table(rows)
-    assert [r["training set"] for r in table] == ["Real", "Pix2Pix"]
-    assert table[0]["Dice (%)"] == "81.00 ± 1.00"
-    assert table[1]["vs Real"].startswith("-9.67")
+def _faith(synthetic, real=0.9):
+    return [{"synthetic": s, "real": real, "ratio": s / real} for s in synthetic]
+
+
+def _downstream():
+    pr = {"precision": 0.9, "recall": 0.8, "n_train": 4}
+    real = [{"set": "Real", "seed": k, "dice": d, **pr} for k, d in enumerate([0.90, 0.91, 0.895])]
+    syn = [{"set": s, "seed": k, "generator": g, "dice": base + 0.01 * g + 0.002 * k, **pr}
+           for s, base in (("Pix2Pix", 0.60), ("Real + Pix2Pix", 0.92)) for g in range(2) for k in range(3)]
+    return real + syn
+
+
+def test_claims_one_rule_realism_gate_and_extensions():
+    # full: diverse and realistic (KID 1.0e-3, best); pix2pix collapsed; replicates agree closely
+    scores = _scores([0.90, 0.92], [1.0e-3, 1.1e-3], {"pix2pix": ([0.10, 0.12], [4.0e-3, 4.2e-3]),
+                                                     "no_ms": ([0.40, 0.41], [3.0e-3, 3.1e-3])})
+    faith = {"full": _faith([0.85, 0.86])}
+    rows = {r["key"]: r for r in p2p.claims(scores, faith, _downstream())}
+    assert rows["001-full-vs-pix2pix-diversity"]["verdict"] == "reproduced"
+    assert rows["001-no-ms-collapses"]["verdict"] == "reproduced"
+    assert rows["001-full-quality-vs-pix2pix"]["verdict"] == "reproduced"  # lower KID, direction -1
+    assert rows["001-pix2pix-collapses"]["verdict"] in ("reproduced", "inconclusive")  # 1 df: wide t-interval
+    for key in ("001-synthetic-alone", "001-synthetic-added"):
+        assert rows[key]["verdict"] == "extension" and math.isfinite(rows[key]["p"])
+    assert rows["001-synthetic-alone"]["estimate"] < 0  # evidence still reported
+    assert all(len(r["claim"]) > 50 for r in rows.values())  # full texts, never cut
+    # the full model now the noisiest: highest diversity, KID 5x the best -> "not collapsed" untestable
+    noisy = _scores([0.90, 0.92], [5.0e-3, 5.2e-3], {"no_ms": ([0.40, 0.41], [1.0e-3, 1.1e-3])})
+    rows = {r["key"]: r for r in p2p.claims(noisy, faith, None)}
+    for key in ("001-full-not-collapsed", "001-no-ms-collapses"):
+        assert rows[key]["verdict"] == "untestable here" and "unrealistic noise" in rows[key]["reason"]
+    assert rows["001-full-quality-vs-no-ms"]["verdict"] == "not reproduced"
+    # an unfaithful full model: the quality claims are untestable, with both numbers shown
+    rows = {r["key"]: r for r in p2p.claims(scores, {"full": _faith([0.30, 0.32])}, _downstream())}
+    assert rows["001-full-quality-vs-pix2pix"]["verdict"] == "untestable here"
+    assert "0.310 on generated images vs 0.900" in rows["001-full-quality-vs-pix2pix"]["reason"]
+    assert rows["001-full-vs-pix2pix-diversity"]["verdict"] == "reproduced"  # diversity claims: realism only
+
+
+def test_variant_difference_uses_replicates_as_units():
+    scores = _scores([0.9, 0.8], [0.0, 0.0], {"no_ms": ([0.5, 0.6], [0.0, 0.0])})
+    d = p2p.variant_difference(scores, "full", "no_ms", "diversity_ratio")
+    assert d["estimate"] == pytest.approx(0.3) and d["a"]["n_generators"] == 2
+    assert d["se"] == pytest.approx(math.sqrt(0.005 / 2 + 0.005 / 2))  # s^2 / G per side, Welch
+    one = p2p.variant_difference(_scores([0.9], [0.0], {"no_ms": ([0.5], [0.0])}), "full", "no_ms",
+                                 "diversity_ratio")
+    assert math.isnan(one["p"])  # one replicate: no test
+
+
+def test_realism_precondition_and_faithfulness_pooling():
+    scores = _scores([0.9], [3.0e-3], {"no_ms": ([0.5], [1.0e-3]), "pix2pix": ([0.4], [1.9e-3])})
+    assert not p2p.realism_precondition(scores, "full").met  # 3x the best
+    assert p2p.realism_precondition(scores, "pix2pix").met and p2p.realism_precondition(scores, "no_ms").met
+    pooled = p2p.pooled_faithfulness(_faith([0.6, 0.8], real=0.8))
+    assert pooled["synthetic"] == pytest.approx(0.7) and pooled["ratio"] == pytest.approx(0.875)
+    assert pooled["per_replicate"] == [0.6, 0.8]
+
+
+def test_replicate_faithfulness_scores_generated_images_against_their_masks():
+    cs = _cset(n=4)
+    segment = lambda images: (images[..., 0] > 127).astype(np.uint8)  # noqa: E731
+    echo = (np.repeat(cs.masks[..., None], 3, axis=3) * 255).astype(np.uint8)  # paints its mask
+    res = p2p.replicate_faithfulness(segment, [echo, np.zeros_like(echo)], cs)
+    assert res[0]["synthetic"] == pytest.approx(1.0) and res[1]["synthetic"] == 0.0
+    assert res[0]["real"] == res[1]["real"]  # the same segmenter on the same real test patches
+
+
+def test_dice_table_is_two_level_with_faithfulness():
+    rows = _downstream()
+    table = p2p.dice_table(rows, {"synthetic": 0.7, "real": 0.9})
+    assert [r["training set"] for r in table] == ["Real", "Pix2Pix", "Real + Pix2Pix"]
+    real, syn = table[0], table[1]
+    assert real["generators"] == "" and real["seeds"] == 3 and real["vs Real"] == "baseline"
+    assert syn["generators"] == 2 and syn["seeds"] == 3 and syn["per replicate (%)"] == "60.20, 61.20"
+    assert syn["faithfulness (Dice %)"] == "70.00 vs real 90.00" and syn["vs Real"].startswith("-29.")
+    assert p2p.set_groups(rows, "Pix2Pix") == [[0.6, 0.602, 0.604], [0.61, 0.612, 0.614]]
+    assert p2p.set_groups(rows, "Real") == [[0.9], [0.91], [0.895]]
+
+
+def test_train_replicates_use_replicate_seeds_and_folders(tmp_path):
+    cfg, train, val = _cfg(steps=2, eval_every=2), _cset(n=4), _cset(n=4, seed=1)
+    runs = p2p.train_replicates("no_ms", cfg, train, val, random_net(0), tmp_path, seed=3, n=2, progress=False)
+    assert [r.folder for r in runs] == [tmp_path / "g0", tmp_path / "g1"]
+    a, b = (dict(r.generator.state_dict()) for r in runs)
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # different seeds (3, 103), different generators
+    labels = {r["variant"] for r in p2p.val_kid_curves({"no_ms": runs})}
+    assert labels == {"no_ms", "no_ms_g1"}  # replicate 0 keeps the DVC plot's column
 
 
 def test_train_variant_trains_then_loads_a_complete_run_without_writing(tmp_path):
