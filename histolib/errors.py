@@ -19,3 +19,7 @@ class DataError(HistolibError, ValueError):
 
 class TrainingDiverged(HistolibError, RuntimeError):
     """A loss became NaN or infinite; the last good checkpoint is kept on disk."""
+
+
+class CheckpointError(HistolibError, RuntimeError):
+    """A checkpoint or completion record that cannot be read or trusted; the message names the file."""

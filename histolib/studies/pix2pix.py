@@ -38,7 +38,6 @@ Decisions where the paper is silent or where we replace a manual step:
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -50,7 +49,7 @@ from histolib.config import knob, section
 from histolib.errors import ParamError
 from histolib.metrics.image import diversity, kid, mean_pairwise_distance
 from histolib.repro import replicate_seeds
-from histolib.train.checkpoint import Checkpointer
+from histolib.train.checkpoint import fingerprint
 from histolib.train.features import FeatureNet, extract_features, images_to_tensor, load_feature_net
 from histolib.train.monitor import TrainingLog
 from histolib.train.pix2pix import (
@@ -410,22 +409,13 @@ class VariantRun:
     folder: Path | None = None
 
 
-def _digest(*arrays) -> str:
-    import hashlib
-
-    h = hashlib.sha1()
-    for a in arrays:
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()[:16]
-
-
 def run_args(variant: str, opts: Pix2PixOptions, cfg: Pix2PixParams, train: ConditionSet, val: ConditionSet,
              seed: int) -> dict:
     """What defines a training run (stored in its checkpoints): a change retrains, nothing else does."""
     return {"variant": variant, "options": asdict(opts), "batch_size": cfg.batch_size,
             "kid_features": cfg.kid_features, "kid_encoder_steps": cfg.kid_encoder_steps,
-            "train_digest": _digest(train.images, train.masks, train.structure),
-            "val_digest": _digest(val.images, val.masks, val.structure), "steps": cfg.steps, "seed": int(seed)}
+            "data": fingerprint(train.images, train.masks, train.structure),
+            "val_data": fingerprint(val.images, val.masks, val.structure), "steps": cfg.steps, "seed": int(seed)}
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -443,24 +433,23 @@ def train_variant(variant: str, cfg: Pix2PixParams, train: ConditionSet, val: Co
     Returns:
         :class:`VariantRun` whose ``generator`` holds the lowest-validation-KID weights.
     """
-    from histolib.train.gan import load_task_state, train_gan
+    from histolib.train.gan import complete_run, load_task_state, train_gan
 
     out_dir = Path(out_dir)
     opts = options_for(variant, cfg, int(train.masks.shape[-1]))
     args = run_args(variant, opts, cfg, train, val, seed)
+    gan_args = {k_: v for k_, v in args.items() if k_ not in ("steps", "seed")}  # train_gan adds them back
     trainer = Pix2PixTrainer(opts, seed=seed, evaluator=kid_evaluator(net, val, variant, seed), steps=cfg.steps)
-    ckpt = Checkpointer(out_dir / "checkpoints", json.loads(json.dumps(args)))
-    last = ckpt.load_last() if ckpt.is_complete() else None
-    if last is not None and last.get("step") == cfg.steps:
-        load_task_state(trainer, last)
-        seconds = float(json.loads((ckpt.folder / "COMPLETE.json").read_text()).get("seconds", 0.0))
+    done = complete_run(out_dir, gan_args, cfg.steps, seed)
+    if done is not None:  # a finished run (another stage's output): load, write nothing
+        load_task_state(trainer, done.checkpoint)
+        seconds = float(done.summary.get("seconds", 0.0))
     else:
         cond, images = train.conditions(variant), train.image_tensor()
         partners = cfg.batch_size == 1 and opts.mu_ms > 0
         k = min(8, len(val))
         result = train_gan(trainer, PairBatches(cond, images, cfg.batch_size, partners), steps=cfg.steps,
-                           out_dir=out_dir, seed=seed, args={k_: v for k_, v in args.items()
-                                                             if k_ not in ("steps", "seed")},
+                           out_dir=out_dir, seed=seed, args=gan_args,
                            fixed_batch=(val.conditions(variant)[:k], val.image_tensor()[:k]),
                            checkpoint_every=cfg.eval_every, sample_every=cfg.eval_every,
                            log_every=max(1, cfg.steps // 200), progress=progress, desc=f"Pix2Pix {variant}")
@@ -537,33 +526,24 @@ def downstream_sets(generator, train: ConditionSet, spade_cfg, seed: int, varian
 def notebook01_real_rows(folder: str | Path, real, test, cfg, seeds, n_classes: int = 2) -> list[dict] | None:
     """Notebook 01's ``Real`` rows, read (never written) from its U-Net runs, when they are exactly ours.
 
-    A run counts only if ``folder/Real/seed<k>/COMPLETE.json`` holds the options
+    A run counts only if ``folder/Real/seed<k>`` holds a finished run with the options
     :func:`histolib.train.segmentation.train_unet` would use for ``real`` (same ``unet`` params, seed
-    and a digest of the very training patches), i.e. it is the run this notebook would train.
+    and fingerprint of the very training patches, :func:`~histolib.train.segmentation.unet_run_args`)
+    whose weights are still those it finished with, i.e. it is the run this notebook would train.
 
     Returns:
         One row per seed (:func:`~histolib.train.segmentation.run_experiment`'s fields plus
         ``source``), or ``None`` when a seed is missing or differs (then the caller trains ``Real``).
     """
-    import hashlib
+    from histolib.train.segmentation import evaluate, load_finished_unet
 
-    from histolib.models.unet import UNet
-    from histolib.train.segmentation import _cfg_dict, evaluate
-
-    digest = hashlib.sha1(np.ascontiguousarray(real.images).tobytes())
-    digest.update(np.ascontiguousarray(real.masks).tobytes())
     rows = []
     for seed in seeds:
-        args = {**_cfg_dict(cfg), "seed": int(seed), "n_classes": n_classes, "n_train": len(real),
-                "train_digest": digest.hexdigest()[:16]}
-        ckpt = Checkpointer(Path(folder) / "Real" / f"seed{seed}", args)
-        best = ckpt.load_best() if ckpt.is_complete() else None
-        if best is None:
+        res = load_finished_unet(Path(folder) / "Real" / f"seed{seed}", real, cfg, seed, n_classes)
+        if res is None:
             return None
-        model = UNet(3, n_classes, args["width"], args["depth"]).to(memory_format=torch.channels_last)
-        model.load_state_dict(best["model"])
-        rows.append({"set": REAL, "seed": seed, **evaluate(model, test), "best_epoch": best["best_epoch"],
-                     "val_dice": best["best_val_dice"], "n_train": len(real), "source": "notebook 01"})
+        rows.append({"set": REAL, "seed": seed, **evaluate(res.model, test), "best_epoch": res.best_epoch,
+                     "val_dice": res.best_val_dice, "n_train": len(real), "source": "notebook 01"})
     return rows
 
 

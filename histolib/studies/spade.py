@@ -45,8 +45,6 @@ Decisions where the paper is silent:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -61,6 +59,7 @@ from histolib.errors import ParamError
 from histolib.metrics.image import diversity, kid, mean_pairwise_distance
 from histolib.report import Claim, Precondition, single_level
 from histolib.repro import replicate_seeds
+from histolib.train.checkpoint import fingerprint
 from histolib.train.features import FeatureNet, extract_features, load_feature_net
 from histolib.train.spade import PRECISIONS, PerceptualLoss, SpadeOptions, SpadeTrainer, synthesize, training_tensors
 
@@ -149,13 +148,6 @@ def get_kind(name: str) -> LabelMapKind:
 def item_seed(seed: int, stream: int, *index: int) -> int:
     """An independent 31-bit seed for an item of a random stream (order-free)."""
     return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, stream, *index]).generate_state(1)[0] >> 1)
-
-
-def _digest(*arrays) -> str:
-    h = hashlib.sha1()
-    for a in arrays:
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -275,7 +267,7 @@ def run_args(kind: str, opts: SpadeOptions, cfg: SpadeParams, images, labels, pe
     return {"kind": kind, "options": o, "batch_size": cfg.batch_size,
             "perceptual": {"net": perceptual, "weights": cfg.perceptual_weights,
                            "encoder_steps": cfg.kid_encoder_steps if perceptual == "encoder" else 0},
-            "train_digest": _digest(images, labels)}
+            "data": fingerprint(images, labels)}
 
 
 def train_spade(kind: str, P, images, masks, out_dir: str | Path, perceptual: PerceptualLoss | None | str = "auto",
@@ -298,7 +290,7 @@ def train_spade(kind: str, P, images, masks, out_dir: str | Path, perceptual: Pe
     Returns:
         :class:`SpadeRun`; a complete run with the same options is loaded without training.
     """
-    from histolib.train.gan import TensorBatches, load_complete, load_task_state, read_log, train_gan
+    from histolib.train.gan import TensorBatches, complete_run, load_task_state, read_log, train_gan
 
     k, cfg = get_kind(kind), P.spade
     seed = P.seed if seed is None else int(seed)
@@ -308,29 +300,24 @@ def train_spade(kind: str, P, images, masks, out_dir: str | Path, perceptual: Pe
     trainer = SpadeTrainer(opts, seed=seed)
     net_kind = perceptual_kind(cfg) if perceptual == "auto" else perceptual.net.kind if perceptual else "none"
     args = run_args(kind, opts, cfg, images, labels, net_kind)
-    done = load_complete(out_dir, args, cfg.steps, seed)
+    done = complete_run(out_dir, args, cfg.steps, seed)
     if done is not None:  # a finished run (e.g. the nb01_train stage's output): load, write nothing
-        load_task_state(trainer, done)
-        summary = json.loads((Path(out_dir) / "checkpoints" / "COMPLETE.json").read_text())
+        load_task_state(trainer, done.checkpoint)
         trainer.G.eval()
-        return SpadeRun(kind, trainer, read_log(out_dir), float(summary.get("seconds", 0.0)), Path(out_dir),
-                        summary.get("perceptual", net_kind))
+        return SpadeRun(kind, trainer, read_log(out_dir), float(done.summary.get("seconds", 0.0)), Path(out_dir),
+                        done.summary.get("perceptual", net_kind))
     loss = perceptual_loss(cfg, images, seed) if perceptual == "auto" else perceptual
     trainer.perceptual = loss
     lab_t, img_t = training_tensors(images, labels, k.n_classes)
     n = min(cfg.n_grid, len(images))
     z = torch.randn(2, n, opts.z_dim, generator=torch.Generator().manual_seed(seed)) if opts.z_dim else None
     fixed = (lab_t[:n], img_t[:n], z) if z is not None else (lab_t[:n], img_t[:n])
+    backbone = loss.backbone if loss is not None else "none"
     result = train_gan(trainer, TensorBatches(lab_t, img_t, batch_size=cfg.batch_size), steps=cfg.steps,
                        out_dir=out_dir, seed=seed, args=args, fixed_batch=fixed,
                        checkpoint_every=cfg.checkpoint_every, sample_every=cfg.checkpoint_every,
-                       log_every=max(1, cfg.steps // 500), progress=progress, desc=f"SPADE {k.set_name}")
-    backbone = loss.backbone if loss is not None else "none"
-    done_file = Path(out_dir) / "checkpoints" / "COMPLETE.json"
-    if done_file.is_file():  # record the backbone beside the run (read back when the run is loaded)
-        from histolib.fileio import write_json
-
-        write_json(done_file, {**json.loads(done_file.read_text()), "perceptual": backbone})
+                       log_every=max(1, cfg.steps // 500), progress=progress, desc=f"SPADE {k.set_name}",
+                       summary={"perceptual": backbone})  # the backbone, read back when the run is loaded
     trainer.G.eval()
     return SpadeRun(kind, trainer, result.log, result.seconds, Path(out_dir), backbone)
 

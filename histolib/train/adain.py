@@ -29,7 +29,7 @@ from histolib.models.adain import (
     select_style_by_count,
     vgg19_relu4_1,
 )
-from histolib.train.checkpoint import Checkpointer, data_fingerprint, resumable
+from histolib.train.checkpoint import COMPLETE, RESUME, STEP_KEYS, Checkpointer, fingerprint
 from histolib.train.monitor import TrainingLog, check_finite
 
 
@@ -159,18 +159,18 @@ def train_adain(contents: np.ndarray, styles: np.ndarray, config: AdaINTrainConf
     if config.size % stride or config.size > min(contents.shape[1:3]) or config.size > min(styles.shape[1:3]):
         raise ParamError(f"size {config.size} must be a multiple of {stride} and fit in every image")
     out = Path(out_dir)
-    ckpt = Checkpointer(out, {**config.to_dict(), "data": data_fingerprint(contents, styles)})
+    ckpt = Checkpointer(out, {**config.to_dict(), "data": fingerprint(contents, styles)},
+                        resume_ignores=STEP_KEYS)
+    run = ckpt.run()
     model, info = build_model(config)
-    if ckpt.is_complete():
-        state = ckpt.load_last()
-        if state is not None:
-            model.load_state_dict(state["model"])
-            return model.eval(), info
+    if run.status == COMPLETE:
+        model.load_state_dict(run.checkpoint["model"])
+        return model.eval(), info
     opt = torch.optim.Adam(model.decoder.parameters(), lr=config.lr)
     gen = torch.Generator().manual_seed(config.seed + 1)
     start = 0
-    state = ckpt.load_last()
-    if resumable(state, ckpt.args):
+    if run.status == RESUME:
+        state = run.checkpoint
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])
@@ -194,7 +194,7 @@ def train_adain(contents: np.ndarray, styles: np.ndarray, config: AdaINTrainConf
             losses = {"recon": recon, "total": recon}
         else:
             losses = model.losses(c, s)
-        check_finite(losses, step + 1, where=str(ckpt.last_path))
+        check_finite(losses, step + 1, where=ckpt.last_good)
         opt.zero_grad(set_to_none=True)
         losses["total"].backward()
         opt.step()

@@ -37,7 +37,11 @@ task's extra state, the step, and the run's ``args`` (via :class:`Checkpointer`)
 
 Divergence. Every value a step returns whose name contains ``loss`` is checked; a NaN or infinite one raises
 :class:`~histolib.errors.TrainingDiverged` naming the loss and step, *before* anything is saved,
-so ``last.pt`` stays the last good checkpoint. Weights are also checked before each save.
+so ``last.pt`` stays the last good checkpoint (the message names it, or says none was saved yet).
+Weights are also checked before each save.
+
+New, resumed or complete: :meth:`histolib.train.checkpoint.Checkpointer.run` decides (args equal,
+``COMPLETE.json`` vouching for ``last.pt`` by sha256, ``weights_only`` loading).
 
 Files in ``out_dir``: ``checkpoints/last.pt`` (+ ``COMPLETE.json`` when finished), ``log.jsonl``
 (one line per logged step: the task's stats plus ``sec`` and ``img_per_sec``), and
@@ -47,11 +51,9 @@ Files in ``out_dir``: ``checkpoints/last.pt`` (+ ``COMPLETE.json`` when finished
 from __future__ import annotations
 
 import ctypes
-import json
 import math
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,8 +64,7 @@ import torch
 from torch import nn
 
 from histolib.errors import TrainingDiverged
-from histolib.fileio import _json_default
-from histolib.train.checkpoint import Checkpointer
+from histolib.train.checkpoint import COMPLETE, RESUME, Checkpointer, Run, normalise_args
 from histolib.train.monitor import TrainingLog, check_finite
 
 try:
@@ -160,27 +161,35 @@ class GanResult:
     skipped: bool = False  # True when a complete run with the same args was found
 
 
-def _normalise(obj: Any) -> Any:
-    return json.loads(json.dumps(obj, default=_json_default))
-
-
 def run_args(args: dict | None, steps: int, seed: int) -> dict:
     """The JSON-normalised options a run of :func:`train_gan` stores in its checkpoints."""
-    return _normalise({**(args or {}), "steps": steps, "seed": seed})
+    return normalise_args({**(args or {}), "steps": steps, "seed": seed})
 
 
-def load_complete(out_dir: str | Path, args: dict | None, steps: int, seed: int) -> dict | None:
-    """The final checkpoint of a *complete* run in ``out_dir`` made with the same options, else ``None``.
+def _checkpointer(out_dir: str | Path, args: dict | None, steps: int, seed: int) -> Checkpointer:
+    return Checkpointer(Path(out_dir) / "checkpoints", run_args(args, steps, seed))
 
-    Reads only: a finished run that is another pipeline stage's output is never touched.
+
+def complete_run(out_dir: str | Path, args: dict | None, steps: int, seed: int) -> Run | None:
+    """The *complete* run in ``out_dir`` made with the same options, else ``None``.
+
+    Complete means :meth:`~histolib.train.checkpoint.Checkpointer.completion`: same args and the
+    final ``last.pt`` still the one the run finished with. Reads only: a finished run that is
+    another pipeline stage's output is never touched.
+
+    Returns:
+        :class:`~histolib.train.checkpoint.Run` with ``checkpoint`` (load it with
+        :func:`load_task_state`) and ``summary`` (``steps``, ``seconds``, ``resumed_from`` and
+        whatever the caller passed as ``summary`` to :func:`train_gan`).
     """
-    ckpt = Checkpointer(Path(out_dir) / "checkpoints", run_args(args, steps, seed))
-    if not ckpt.is_complete():
+    ckpt = _checkpointer(out_dir, args, steps, seed)
+    summary = ckpt.completion()
+    if summary is None:
         return None
     last = ckpt.load_last()
-    if last is None or last.get("step") != steps or _normalise(last.get("args")) != ckpt.args:
+    if last is None or last["step"] != steps:
         return None
-    return last
+    return Run(COMPLETE, last, summary)
 
 
 def read_log(out_dir: str | Path) -> list[dict]:
@@ -236,7 +245,7 @@ def train_gan(task: GanTask, batches: Callable[[torch.Generator], Any], *, steps
               out_dir: str | Path, seed: int, args: dict | None = None, fixed_batch: Any = None,
               checkpoint_every: int = 500, sample_every: int = 500, log_every: int = 1,
               images_per_step: int | None = None, progress: bool = True,
-              desc: str = "GAN") -> GanResult:
+              desc: str = "GAN", summary: dict | None = None) -> GanResult:
     """Run (or resume, or skip) ``steps`` training steps of ``task``.
 
     Args:
@@ -255,6 +264,8 @@ def train_gan(task: GanTask, batches: Callable[[torch.Generator], Any], *, steps
         images_per_step: for the ``img_per_sec`` column (default: length of the batch's first item).
         progress: show a tqdm bar.
         desc: progress-bar label.
+        summary: JSON-able values recorded with the completion (read back by
+            :func:`complete_run`), e.g. which feature network a loss used.
 
     Returns:
         :class:`GanResult`; the task's modules hold the final weights.
@@ -262,6 +273,7 @@ def train_gan(task: GanTask, batches: Callable[[torch.Generator], Any], *, steps
     Raises:
         TrainingDiverged: a NaN/inf loss or weight; the last good checkpoint stays in
             ``out_dir/checkpoints``.
+        CheckpointError: an unreadable ``last.pt`` (named).
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
@@ -270,26 +282,18 @@ def train_gan(task: GanTask, batches: Callable[[torch.Generator], Any], *, steps
         if v < 1:
             raise ValueError(f"{name} must be >= 1, got {v}")
     out_dir = Path(out_dir)
-    done = load_complete(out_dir, args, steps, seed)
-    if done is not None:  # read-only: nothing in out_dir is written
-        load_task_state(task, done)
-        summary = json.loads((out_dir / "checkpoints" / "COMPLETE.json").read_text())
-        return GanResult(steps, steps, out_dir, read_log(out_dir), float(summary.get("seconds", 0.0)),
+    ckpt = _checkpointer(out_dir, args, steps, seed)
+    run = ckpt.run()  # warns when a last.pt of other options is discarded
+    if run.status == COMPLETE:  # read-only: nothing in out_dir is written
+        load_task_state(task, run.checkpoint)
+        return GanResult(steps, steps, out_dir, read_log(out_dir), float(run.summary.get("seconds", 0.0)),
                          skipped=True)
     tune_cpu_allocator()
-    args = run_args(args, steps, seed)
-    ckpt = Checkpointer(out_dir / "checkpoints", args)
-    last = ckpt.load_last()
-    if last is not None and _normalise(last.get("args")) != args:
-        warnings.warn(f"{ckpt.last_path} was made with other options; starting over "
-                      f"(stored {last.get('args')}, now {args})", stacklevel=2)
-        last = None
     start = 0
-    if last is not None:
-        load_task_state(task, last)
-        start = int(last["step"])
+    if run.status == RESUME:
+        load_task_state(task, run.checkpoint)
+        start = run.step
     log = TrainingLog(out_dir / "log.jsonl", resume_step=start)
-    where = str(ckpt.folder)
     samples_dir = out_dir / "samples"
 
     def write_samples(step: int) -> None:
@@ -314,7 +318,7 @@ def train_gan(task: GanTask, batches: Callable[[torch.Generator], Any], *, steps
                    if "loss" in k and isinstance(v, float) and not math.isfinite(v)}
             if bad:
                 log.log(done, **stats)
-                check_finite(bad, done, where)
+                check_finite(bad, done, ckpt.last_good)
             if done % log_every == 0 or done == steps:
                 now = time.perf_counter()
                 n_img = images_per_step or (len(batch[0]) if isinstance(batch, (tuple, list)) else 0)
@@ -326,7 +330,7 @@ def train_gan(task: GanTask, batches: Callable[[torch.Generator], Any], *, steps
                 broken = _all_finite(task.modules)
                 if broken:
                     raise TrainingDiverged(f"weight {broken!r} is not finite at step {done}: training "
-                                           f"diverged; the last good checkpoint is kept in {where}")
+                                           f"diverged; {ckpt.last_good()}")
                 ckpt.save(done, _state(task))
             if bar is not None:
                 bar.update(1)
@@ -336,5 +340,5 @@ def train_gan(task: GanTask, batches: Callable[[torch.Generator], Any], *, steps
         if bar is not None:
             bar.close()
     seconds = time.perf_counter() - t0
-    ckpt.mark_complete({"steps": steps, "seconds": seconds, "resumed_from": start})
+    ckpt.mark_complete({**(summary or {}), "steps": steps, "seconds": seconds, "resumed_from": start})
     return GanResult(steps, start, out_dir, log.read(), seconds)

@@ -7,7 +7,10 @@ instance crop (so the HV signs always match the geometry), and optimises
 when that checkpoint was made with the same options (its step count aside) and training data,
 logs JSON lines to ``<out>/log.jsonl``, stops with :class:`~histolib.errors.TrainingDiverged`
 on a NaN/inf loss (keeping the last good checkpoint), and skips training when ``<out>`` holds a
-finished run with the same options and training data (:func:`data_fingerprint`).
+finished run with the same options and training data
+(:func:`~histolib.train.checkpoint.fingerprint`; the rule is
+:meth:`~histolib.train.checkpoint.Checkpointer.run`). The numpy generator's state is a dict of
+python ints, so the checkpoint loads with ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from histolib.errors import DataError, ParamError
 from histolib.metrics.instance import mean_instance_metrics
 from histolib.models.hovernet import HoVerNet, hovernet_loss
 from histolib.ops.instance import hovernet_postprocess, hv_maps
-from histolib.train.checkpoint import Checkpointer, data_fingerprint, resumable
+from histolib.train.checkpoint import COMPLETE, RESUME, STEP_KEYS, Checkpointer, fingerprint
 from histolib.train.monitor import TrainingLog, check_finite
 
 
@@ -136,21 +139,22 @@ def train_hovernet(images: np.ndarray, instances: np.ndarray, config: HoVerNetTr
 
     Raises:
         DataError: malformed inputs. TrainingDiverged: a NaN/inf loss.
+        CheckpointError: an unreadable ``last.pt`` (named).
     """
     images, instances = _check_data(images, instances)
     out = Path(out_dir)
-    ckpt = Checkpointer(out, {**config.to_dict(), "data": data_fingerprint(images, instances)})
+    ckpt = Checkpointer(out, {**config.to_dict(), "data": fingerprint(images, instances)},
+                        resume_ignores=STEP_KEYS)
+    run = ckpt.run()
     model = build_model(config)
-    if ckpt.is_complete():
-        state = ckpt.load_last()
-        if state is not None:
-            model.load_state_dict(state["model"])
-            return model.eval()
+    if run.status == COMPLETE:
+        model.load_state_dict(run.checkpoint["model"])
+        return model.eval()
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     rng = np.random.default_rng([config.seed, 1])
     start = 0
-    state = ckpt.load_last()
-    if resumable(state, ckpt.args):
+    if run.status == RESUME:
+        state = run.checkpoint
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         rng.bit_generator.state = state["rng"]
@@ -163,7 +167,7 @@ def train_hovernet(images: np.ndarray, instances: np.ndarray, config: HoVerNetTr
         x, np_t, hv_t = sample_batch(images, instances, config.batch_size, config.crop, rng,
                                      config.augment)
         losses = hovernet_loss(model(x), np_t, hv_t, config.loss_weights or None)
-        check_finite(losses, step + 1, where=str(ckpt.last_path))
+        check_finite(losses, step + 1, where=ckpt.last_good)
         opt.zero_grad(set_to_none=True)
         losses["total"].backward()
         opt.step()

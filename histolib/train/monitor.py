@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -66,18 +67,22 @@ class TrainingLog:
         return rows
 
 
-def check_finite(losses: dict[str, float | torch.Tensor], step: int, where: str = "") -> None:
+def check_finite(losses: dict[str, float | torch.Tensor], step: int,
+                 where: str | Callable[[], str] = "") -> None:
     """Raise :class:`TrainingDiverged` naming the first NaN/inf loss.
 
     Args:
         losses: name -> scalar loss value.
         step: the training step, for the message.
-        where: e.g. the checkpoint folder, so the message says where the last good weights are.
+        where: the checkpoint path the last good weights are in, or a callable returning the whole
+            note, e.g. :meth:`histolib.train.checkpoint.Checkpointer.last_good` (called only on
+            failure, so it can tell whether a checkpoint exists yet).
     """
     for name, value in losses.items():
         v = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
         if not math.isfinite(v):
-            hint = f"; the last good checkpoint is kept in {where}" if where else ""
+            note = where() if callable(where) else f"the last good checkpoint is kept in {where}" if where else ""
+            hint = f"; {note}" if note else ""
             raise TrainingDiverged(
                 f"loss {name!r} is {v} at step {step}: training diverged{hint}. "
                 "Lower the learning rate or check the input data for NaNs."

@@ -4,12 +4,12 @@ Training keeps the whole training set in memory as ``uint8`` and feeds ``channel
 batches straight from it (no DataLoader workers: on 2 cores they cost more than they give). After
 every epoch the pooled validation Dice decides whether ``best.pt`` is replaced; ``last.pt``
 carries model, optimiser and random-generator states, so an interrupted training resumes exactly
-where it stopped. A finished run leaves ``COMPLETE.json`` and is not trained again.
+where it stopped. A finished run leaves ``COMPLETE.json`` (vouching for its weights by sha256) and is
+not trained again; :mod:`histolib.train.checkpoint` holds the rule.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import time
@@ -21,11 +21,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from histolib.errors import CheckpointError
 from histolib.fileio import write_json
 from histolib.metrics.segmentation import segmentation_scores
 from histolib.models.unet import UNet
 from histolib.ops.augment import random_flip_rot90
-from histolib.train.checkpoint import Checkpointer
+from histolib.train.checkpoint import COMPLETE, RESUME, Checkpointer, fingerprint
 from histolib.train.monitor import TrainingLog, check_finite
 
 # the options of the ``unet`` params section that a training run depends on
@@ -111,6 +112,40 @@ def _cfg_dict(cfg) -> dict:
     return {k: d[k] for k in TRAIN_KEYS}
 
 
+def unet_run_args(train, cfg, seed: int, n_classes: int = 2) -> dict:
+    """The identity of a :func:`train_unet` run: the :data:`TRAIN_KEYS` options, seed, classes and
+    the :func:`~histolib.train.checkpoint.fingerprint` of the training images and masks (new data
+    never reuses old weights). Stored in the run's checkpoints and completion record.
+    """
+    return {**_cfg_dict(cfg), "seed": int(seed), "n_classes": int(n_classes), "n_train": len(train),
+            "data": fingerprint(train.images, train.masks)}
+
+
+def load_finished_unet(out_dir: str | os.PathLike, train, cfg, seed: int, n_classes: int = 2,
+                       ) -> TrainResult | None:
+    """The finished :func:`train_unet` run in ``out_dir`` that these arguments would train, loaded
+    read-only, or ``None`` (missing, other options or data, weights changed since it finished).
+    """
+    ckpt = Checkpointer(out_dir, unet_run_args(train, cfg, seed, n_classes))
+    summary = ckpt.completion()
+    return _finished(ckpt, summary, reseed=False) if summary is not None else None
+
+
+def _finished(ckpt: Checkpointer, summary: dict, reseed: bool = True) -> TrainResult:
+    args = ckpt.args
+    if reseed:  # train_unet seeds the global generator whether it trains or loads: same state after
+        torch.manual_seed(args["seed"])
+    model = UNet(3, args["n_classes"], args["width"], args["depth"]).to(memory_format=torch.channels_last)
+    best = ckpt.load_best()  # the very best.pt the completion record vouches for
+    if best is None:
+        raise CheckpointError(f"{ckpt.best_path} is missing although {ckpt.complete_path} lists it; "
+                              "delete the folder to retrain")
+    model.load_state_dict(best["model"])
+    # read-only (a finished run may be another pipeline stage's output); the whole run's history
+    rows = TrainingLog.read_file(ckpt.folder / "log.jsonl", up_to_step=int(summary["epochs_done"]))
+    return TrainResult(model, int(summary["best_epoch"]), float(summary["best_val_dice"]), rows, ckpt.folder)
+
+
 def train_unet(train, val, cfg, seed: int, out_dir: str | os.PathLike, n_classes: int = 2,
                progress: bool = True) -> TrainResult:
     """Train a U-Net on ``train``, keep the epoch with the best pooled validation Dice.
@@ -120,39 +155,34 @@ def train_unet(train, val, cfg, seed: int, out_dir: str | os.PathLike, n_classes
         val: the same for validation (Dice of class 1 chooses the checkpoint).
         cfg: the ``unet`` params section (or a dict with :data:`TRAIN_KEYS`).
         seed: initialisation, shuffling and augmentation seed.
-        out_dir: checkpoints (``last.pt``, ``best.pt``), ``log.jsonl`` and ``COMPLETE.json``.
+        out_dir: checkpoints (``best.pt``, ``last.pt``), ``log.jsonl`` and ``COMPLETE.json``.
         n_classes: output classes.
         progress: show a tqdm bar per epoch.
 
     Returns:
         :class:`TrainResult` with the best model loaded. A run already complete in ``out_dir``
-        with the same options is loaded, not retrained; an interrupted one resumes.
+        with the same options and data (:func:`unet_run_args`) and unchanged weights is loaded, not
+        retrained; an interrupted one resumes (:meth:`~histolib.train.checkpoint.Checkpointer.run`).
 
     Raises:
         TrainingDiverged: a NaN/inf loss; ``last.pt`` keeps the last good epoch.
+        CheckpointError: an unreadable ``last.pt`` / ``best.pt`` (named).
     """
-    # the data's fingerprint is part of the run's identity: new data never reuses old weights
-    digest = hashlib.sha1(np.ascontiguousarray(train.images).tobytes())
-    digest.update(np.ascontiguousarray(train.masks).tobytes())
-    args = {**_cfg_dict(cfg), "seed": int(seed), "n_classes": n_classes, "n_train": len(train),
-            "train_digest": digest.hexdigest()[:16]}
-    ckpt = Checkpointer(out_dir, args)
+    ckpt = Checkpointer(out_dir, unet_run_args(train, cfg, seed, n_classes))
+    args = ckpt.args
+    run = ckpt.run()
+    if run.status == COMPLETE:
+        return _finished(ckpt, run.summary)
     torch.manual_seed(seed)
     model = UNet(3, n_classes, args["width"], args["depth"])
     model = model.to(memory_format=torch.channels_last)
-    if ckpt.is_complete():
-        best = ckpt.load_best()
-        model.load_state_dict(best["model"])
-        # read-only: a finished run may be another pipeline stage's output
-        rows = TrainingLog.read_file(Path(out_dir) / "log.jsonl", up_to_step=best["epochs_done"])
-        return TrainResult(model, best["best_epoch"], best["best_val_dice"], rows, Path(out_dir))
 
     opt = torch.optim.Adam(model.parameters(), lr=args["lr"])
     g_shuffle = torch.Generator().manual_seed(seed + 1)
     g_aug = torch.Generator().manual_seed(seed + 2)
     start, best_epoch, best_dice = 0, -1, -math.inf
-    state = ckpt.load_last()
-    if state is not None and state.get("args") == ckpt.args:
+    if run.status == RESUME:
+        state = run.checkpoint
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         g_shuffle.set_state(state["g_shuffle"])
@@ -175,7 +205,7 @@ def train_unet(train, val, cfg, seed: int, out_dir: str | os.PathLike, n_classes
             x, y = random_flip_rot90(_to_float(x_all[idx]), y_all[idx], p=args["augment_p"], generator=g_aug)
             x = x.contiguous(memory_format=torch.channels_last)
             loss = segmentation_loss(model(x), y, args["loss"])
-            check_finite({"segmentation": loss}, epoch, where=str(ckpt.last_path))
+            check_finite({"segmentation": loss}, epoch + 1, where=ckpt.last_good)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -192,9 +222,12 @@ def train_unet(train, val, cfg, seed: int, out_dir: str | os.PathLike, n_classes
             "model": model.state_dict(), "optimizer": opt.state_dict(), "g_shuffle": g_shuffle.get_state(),
             "g_aug": g_aug.get_state(), "epochs_done": epoch + 1, "best_epoch": best_epoch,
             "best_val_dice": best_dice}, best=improved)
-    best = ckpt.load_best()
+    best = ckpt.load_best()  # the best.pt this run wrote or resumed (checked by digest)
+    if best is None or best["epochs_done"] != best_epoch:
+        raise CheckpointError(f"{ckpt.best_path} does not hold epoch {best_epoch}, the best of this run "
+                              "(no validation Dice improved?); delete the folder to retrain")
     model.load_state_dict(best["model"])
-    ckpt.mark_complete({"best_epoch": best_epoch, "best_val_dice": best_dice})
+    ckpt.mark_complete({"best_epoch": best_epoch, "best_val_dice": best_dice, "epochs_done": args["epochs"]})
     return TrainResult(model, best_epoch, best_dice, log.read(), Path(out_dir))
 
 

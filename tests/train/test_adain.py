@@ -25,7 +25,7 @@ def test_train_resume_and_generate(tmp_path):
     model, info = T.train_adain(masks, styles, _config(steps=2), tmp_path / "a", progress=False)
     assert info.kind == "vgg19-random-init"
     model, _ = T.train_adain(masks, styles, _config(steps=3), tmp_path / "a", progress=False)
-    state = torch.load(tmp_path / "a" / "last.pt", weights_only=False)
+    state = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
     assert state["step"] == 3 and state["encoder"]["kind"] == "vgg19-random-init"
     images, chosen = T.generate_images(model, masks, styles, style_counts=[1, 2])
     assert images.shape == (3, 32, 32, 3) and images.dtype == np.uint8

@@ -48,7 +48,7 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     task = ToyTask(nan_at=5)
     with pytest.raises(TrainingDiverged, match=r"'loss_G' is nan at step 5.*checkpoints"):
         train_gan(task, _toy_batches(), steps=10, out_dir=tmp_path, seed=0, checkpoint_every=2, progress=False)
-    last = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)
+    last = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
     assert last["step"] == 4
     assert all(torch.isfinite(v).all() for v in last["modules"]["G"].values())
     assert not (tmp_path / "checkpoints" / "COMPLETE.json").exists()
@@ -67,7 +67,7 @@ def test_logs_samples_completion_and_skip(tmp_path):
     again = ToyTask()
     res2 = train_gan(again, _toy_batches(), steps=4, out_dir=tmp_path, seed=0, args={"lr": 0.1}, progress=False)
     assert res2.skipped and again.calls == 4 and again.w.weight.item() == task.w.weight.item()
-    stored = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)["args"]
+    stored = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["args"]
     assert stored == {"lr": 0.1, "steps": 4, "seed": 0}
     with pytest.warns(UserWarning, match="other options"):
         train_gan(ToyTask(), _toy_batches(), steps=4, out_dir=tmp_path, seed=0, args={"lr": 0.2}, progress=False)
@@ -109,7 +109,7 @@ def test_interrupted_spade_training_resumes_to_identical_weights(tmp_path):
 
     with pytest.raises(Interrupt):
         _spade_run(tmp_path / "cut", 5, crashing)
-    assert torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=False)["step"] == 2
+    assert torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)["step"] == 2
     resumed = _spade_run(tmp_path / "cut", 5, batches)
     assert full.ada.p > 0 and resumed.ada.p == full.ada.p
     for name in ("G", "D"):

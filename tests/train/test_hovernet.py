@@ -6,6 +6,7 @@ import torch
 
 from histolib.errors import DataError, TrainingDiverged
 from histolib.train import hovernet as T
+from histolib.train.checkpoint import STEP_KEYS, Checkpointer, fingerprint
 
 
 def _data(n=3, size=32, seed=0):
@@ -44,7 +45,7 @@ def test_training_logs_checkpoints_resumes_and_skips_when_complete(tmp_path):
     # a longer run with other args in another folder resumes nothing; the same folder with more
     # steps resumes from step 2 (args differ, so it is not "complete")
     resumed = T.train_hovernet(images, inst, _config(steps=4), tmp_path / "run", progress=False)
-    state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert state["step"] == 4 and state["args"]["steps"] == 4
     rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
@@ -76,7 +77,7 @@ def test_divergence_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(T, "hovernet_loss", bad_loss)
     with pytest.raises(TrainingDiverged, match="mse"):
         T.train_hovernet(images, inst, _config(steps=4), tmp_path / "run", progress=False)
-    assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["step"] == 2
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"] == 2
 
 
 def test_bad_data_is_refused():
@@ -90,20 +91,23 @@ def test_bad_data_is_refused():
 def test_a_finished_run_is_reused_only_for_the_same_data(tmp_path):
     images, inst = _data()
     T.train_hovernet(images, inst, _config(steps=2), tmp_path / "run", progress=False)
-    first = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
-    assert first["args"]["data"] == T.data_fingerprint(images, inst)
+    first = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert first["args"]["data"] == fingerprint(images, inst)
     other = images.copy()
     other[0, 0, 0] = 0
-    assert T.data_fingerprint(other, inst) != first["args"]["data"]
-    T.train_hovernet(other, inst, _config(steps=2), tmp_path / "run", progress=False)
-    second = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
-    assert second["args"]["data"] == T.data_fingerprint(other, inst)
+    assert fingerprint(other, inst) != first["args"]["data"]
+    with pytest.warns(UserWarning, match="other options.*data"):
+        T.train_hovernet(other, inst, _config(steps=2), tmp_path / "run", progress=False)
+    second = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert second["args"]["data"] == fingerprint(other, inst)
 
 
-def test_resumable_ignores_step_counts_only():
+def test_resume_ignores_step_counts_only(tmp_path):
     args = {"width": 4, "steps": 10, "ckpt_every": 5, "log_every": 1, "data": "abc"}
-    assert T.resumable({"step": 5, "args": {**args, "steps": 5, "ckpt_every": 1}}, args)
-    assert not T.resumable({"step": 5, "args": {**args, "width": 8}}, args)
-    assert not T.resumable({"step": 5, "args": {**args, "data": "xyz"}}, args)
-    assert not T.resumable({"step": 20, "args": args}, args)
-    assert not T.resumable(None, args)
+    Checkpointer(tmp_path, {**args, "steps": 5, "ckpt_every": 1}).save(5, {})
+    assert Checkpointer(tmp_path, args, resume_ignores=STEP_KEYS).run().status == "resume"
+    assert Checkpointer(tmp_path, {**args, "width": 8}, resume_ignores=STEP_KEYS).run(warn=False).status == "new"
+    assert Checkpointer(tmp_path, {**args, "data": "xyz"}, resume_ignores=STEP_KEYS).run(warn=False).status == "new"
+    assert Checkpointer(tmp_path, {**args, "steps": 4}, resume_ignores=STEP_KEYS).run(warn=False).status == "new"
+    assert Checkpointer(tmp_path, args).run(warn=False).status == "new"  # without ignores: exact args
+    assert Checkpointer(tmp_path / "empty", args, resume_ignores=STEP_KEYS).run().status == "new"

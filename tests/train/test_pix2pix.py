@@ -193,6 +193,9 @@ def test_trainer_runs_under_the_gan_driver_keeps_the_best_and_resumes(tmp_path):
     final = trainer.G.state_dict()
     assert any(not torch.equal(v, final[k]) for k, v in trainer.best_generator_state().items())
     assert (tmp_path / "samples" / "step_0000004.png").is_file()
+    # the task state (chosen generator, score history) loads without unpickling code
+    stored = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["task"]
+    assert stored["best_step"] == 2 and [h["step"] for h in stored["history"]] == [2, 4]
     again = make()  # a complete run is skipped and its trainer state (the chosen generator) restored
     result = train_gan(again, PairBatches(cond, real, 2), steps=4, out_dir=tmp_path, seed=0, args={"x": 1},
                        progress=False)

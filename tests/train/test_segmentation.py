@@ -44,7 +44,7 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path):
     short = dict(vars(CFG), epochs=1)
     seg.train_unet(train, val, SimpleNamespace(**short), seed=1, out_dir=tmp_path / "cut", progress=False)
     # simulate the interruption: the first run stopped after epoch 1 of 3 (same args except epochs)
-    ckpt = torch.load(tmp_path / "cut" / "last.pt", weights_only=False)
+    ckpt = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
     ckpt["args"]["epochs"] = 3
     torch.save(ckpt, tmp_path / "cut" / "last.pt")
     (tmp_path / "cut" / "COMPLETE.json").unlink()
@@ -58,6 +58,7 @@ def test_complete_run_is_loaded_not_retrained(tmp_path, monkeypatch):
     monkeypatch.setattr(seg, "segmentation_loss", lambda *a, **k: pytest.fail("retrained"))
     again = seg.train_unet(train, val, CFG, seed=0, out_dir=tmp_path, progress=False)
     assert again.best_val_dice == first.best_val_dice
+    assert again.history == first.history  # the whole run's log, not just up to the best epoch
     assert json.loads((tmp_path / "COMPLETE.json").read_text())["args"]["seed"] == 0
 
 
