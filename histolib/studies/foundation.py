@@ -10,7 +10,8 @@ class DataParams:
     """What the builder (``histolib build-data``, the DVC ``data`` stage) writes to ``data/prepared``."""
 
     source: str = knob("glomerulus patches: 'phantom' or a folder with images/*.png, masks/*.png "
-                       "(binary 0/255), optional labels.csv (file, class, slide); relative to the project root")
+                       "(binary 0/255), optional labels.csv (file, class GS|nonGS, slide); relative to the project "
+                       "root; a DVC dependency of the data stage")
     nuclei_source: str = knob("nuclei fields: 'phantom' or a folder with images/*.png and 16-bit instance "
                               "masks/*.png (MoNuSeg-like)")
     stain: str = knob("phantom stain for glomerulus patches and tiles", choices=("pas", "he"))
