@@ -269,7 +269,7 @@ def _check_splits(name: str, splits: dict, source: str) -> list[str]:
     if not empty:
         return []
     where = "the phantom" if source == "phantom" else source
-    msg = (f"dataset {name!r} ({where}): split(s) {', '.join(map(repr, empty))} would be empty "
+    msg = (f"dataset {name!r} ({where}): split(s) {', '.join(map(repr, empty))} empty "
            f"(counts {({s: len(v['names']) for s, v in splits.items()})})")
     if name in MAY_BE_EMPTY:
         return [msg]
