@@ -6,13 +6,21 @@ Examples::
     histolib build-data --profile smoke --set data.n_train=4
     histolib params                         # resolved parameters of the active profile (YAML)
     histolib params --explain unet          # every option of a section with its help text
+    histolib run-notebook notebooks/00_data.ipynb results/00/00_data.ipynb -k python3 -p profile smoke
+
+``build-data`` prints one line per skipped file with its reason (also listed in the manifest).
+``run-notebook`` runs papermill into ``OUT.partial.ipynb`` and renames it to ``OUT`` only when every cell
+finished, so a failed or killed run never leaves a finished-looking notebook under ``results/``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import yaml
 
@@ -31,6 +39,46 @@ def _parse_sets(items: list[str]) -> dict:
     return out
 
 
+def partial_path(out: str | os.PathLike) -> Path:
+    """Where :func:`run_notebook` writes while running: ``x.ipynb`` -> ``x.partial.ipynb`` (gitignored)."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.partial{out.suffix}")
+
+
+def run_notebook(notebook: str | os.PathLike, out: str | os.PathLike, papermill_args: list[str]) -> int:
+    """Execute ``notebook`` with papermill, publishing ``out`` only when the whole run succeeded.
+
+    papermill writes ``OUT.partial.ipynb`` (created folders included); on success it is renamed to
+    ``out`` (an atomic replace of any earlier complete copy). On failure, interruption or a kill, ``out``
+    is left untouched and the partial copy stays under its ``.partial`` name, with the failing cell's
+    traceback, for inspection.
+
+    Args:
+        notebook: the notebook to run.
+        out: the executed notebook to publish, e.g. ``results/00/00_data.ipynb``.
+        papermill_args: passed to papermill unchanged (``-k python3``, ``-p name value``, ``-y YAML``, ...).
+
+    Returns:
+        0 on success, else papermill's exit status (130 when interrupted).
+    """
+    out = Path(out)
+    partial = partial_path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "papermill", str(notebook), str(partial), *papermill_args]
+    try:
+        rc = subprocess.call(cmd)
+    except KeyboardInterrupt:
+        rc = 130
+    if rc == 0 and partial.is_file():
+        os.replace(partial, out)
+        return 0
+    kept = f"; the partly executed copy is {partial}" if partial.is_file() else ""
+    print(f"histolib: error: {notebook} did not finish (papermill exit status {rc}); {out} was not "
+          f"written{kept}", file=sys.stderr)
+    return rc or 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="histolib", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -42,7 +90,13 @@ def main(argv: list[str] | None = None) -> int:
         s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one parameter")
     b.add_argument("--out", help="output folder (default data/prepared/<profile>)")
     p.add_argument("--explain", metavar="SECTION", help="list a section's options with their help")
+    r = sub.add_parser("run-notebook", help="papermill NOTEBOOK into OUT.partial.ipynb, renamed to OUT on success")
+    r.add_argument("notebook")
+    r.add_argument("out")
+    r.add_argument("papermill_args", nargs=argparse.REMAINDER, help="passed to papermill (-k, -p, -y, ...)")
     args = parser.parse_args(argv)
+    if args.command == "run-notebook":
+        return run_notebook(args.notebook, args.out, args.papermill_args)
     try:
         if args.command == "params" and args.explain:
             print(describe(args.explain))

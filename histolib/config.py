@@ -19,6 +19,11 @@ missing key, a value of the wrong type or one out of range with a message naming
 The active profile is, in order: the ``profile`` argument, ``$HISTOLIB_PROFILE``, then
 ``params.yaml``'s ``profile``. Overrides are dotted keys (``{"unet.width": 8}``) from the
 ``overrides`` argument and ``$HISTOLIB_OVERRIDES`` (a JSON object), applied before resolution.
+
+``params.yaml`` is read with :class:`ParamsLoader`: a key given twice in one mapping is an error naming
+the key and its lines, and ``1e-3`` is a float (YAML 1.2; PyYAML's YAML 1.1 rules would read a string).
+Float knobs also accept strings that parse as numbers (``"1e-3"`` from an override) but never NaN or
+infinity; list knobs may declare their ``length``; ``seed`` must be in ``0..2**32-1``.
 """
 
 from __future__ import annotations
@@ -28,8 +33,10 @@ import dataclasses
 import difflib
 import importlib
 import json
+import math
 import os
 import pkgutil
+import re
 import types
 import typing
 from pathlib import Path
@@ -42,15 +49,67 @@ from histolib.paths import project_root
 
 PROFILES = ("smoke", "cpu", "paper")
 TOP_LEVEL = {"profile": str, "seed": int}
+SEED_MAX = 2**32 - 1  # NumPy's legacy seeding (np.random.seed) takes 0..2**32-1
+
+# YAML 1.2 floats (1e-3, 1.5E+2, .5, inf, nan), which PyYAML's YAML 1.1 resolver reads as strings when the
+# mantissa has no dot or the exponent no sign.
+_FLOAT_RE = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X)
+
+
+class ParamsLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` for params.yaml: YAML 1.2 floats, and duplicated keys are an error."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<: *anchor` merges may be overridden on purpose
+                try:
+                    key = self.construct_object(key_node, deep=True)
+                    hash(key)
+                except TypeError:
+                    continue  # an unhashable key: let PyYAML report it
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    raise ParamError(f"{key_node.start_mark.name}: duplicate key {key!r} at line {line} "
+                                     f"(first at line {seen[key]}); a key may appear once per mapping")
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+# resolvers are per class: copy the inherited table before replacing the float rule
+ParamsLoader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+for _first in list("-+0123456789."):
+    ParamsLoader.yaml_implicit_resolvers[_first] = [
+        (tag, regexp) for tag, regexp in ParamsLoader.yaml_implicit_resolvers.get(_first, [])
+        if tag != "tag:yaml.org,2002:float"]
+ParamsLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_RE, list("-+0123456789."))
+
+
+def load_yaml(text: str, name: str = "params.yaml") -> Any:
+    """Parse params-style YAML with :class:`ParamsLoader` (``name`` appears in error messages)."""
+    loader = ParamsLoader(text)
+    loader.name = name
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 _SECTIONS: dict[str, type] = {}
 
 
 def knob(help: str, *, min: float | None = None, max: float | None = None,
-         choices: tuple | None = None) -> Any:
-    """Declare one option of a section: its help text and allowed range. No default on purpose:
+         choices: tuple | None = None, length: int | None = None) -> Any:
+    """Declare one option of a section: its help text and allowed range (``min``/``max`` apply to every
+    item of a list), ``choices``, and for a list knob its exact ``length``. No default on purpose:
     ``params.yaml`` must hold every knob."""
-    return dataclasses.field(metadata={"help": help, "min": min, "max": max, "choices": choices})
+    return dataclasses.field(metadata={"help": help, "min": min, "max": max, "choices": choices,
+                                       "length": length})
 
 
 def section(name: str):
@@ -146,8 +205,15 @@ def _check_type(key: str, value: Any, hint: Any) -> Any:
             raise ParamError(f"parameter {key!r} must be a mapping, got {value!r}")
         return dict(value)
     if hint is float:
+        if isinstance(value, str):  # "1e-3" from YAML 1.1 or a command line
+            try:
+                value = float(value.strip())
+            except ValueError:
+                raise ParamError(f"parameter {key!r} must be a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ParamError(f"parameter {key!r} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ParamError(f"parameter {key!r} must be a finite number, got {value!r}")
         return float(value)
     if hint is int:
         if isinstance(value, bool) or not (isinstance(value, int) or
@@ -187,6 +253,9 @@ def _build_section(name: str, cls: type, raw: dict, profile: str) -> tuple[Any, 
             value = value[profile]
         value = _check_type(full, value, hints[key])
         meta = f.metadata
+        if meta.get("length") is not None and isinstance(value, list) and len(value) != meta["length"]:
+            raise ParamError(f"parameter {full!r} = {value!r} has {len(value)} item(s); it takes exactly "
+                             f"{meta['length']} ({meta.get('help', '')})")
         if meta.get("choices") is not None and value not in meta["choices"]:
             raise ParamError(f"parameter {full!r} = {value!r} is not one of {list(meta['choices'])}")
         for item in value if isinstance(value, list) else [value]:
@@ -217,7 +286,7 @@ def load_params(profile: str | None = None, overrides: dict[str, Any] | None = N
     """
     path = Path(path) if path else project_root() / "params.yaml"
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = load_yaml(path.read_text(), path.name) or {}
     except yaml.YAMLError as e:
         raise ParamError(f"{path}: not valid YAML: {e}") from e
     merged: dict[str, Any] = {}
@@ -239,6 +308,8 @@ def load_params(profile: str | None = None, overrides: dict[str, Any] | None = N
             raise ParamError(f"unknown parameter {key!r} in {path.name}"
                              f"{_suggest(key, [*TOP_LEVEL, *schemas])}")
     seed = _check_type("seed", raw.get("seed"), int)
+    if not 0 <= seed <= SEED_MAX:
+        raise ParamError(f"parameter 'seed' = {seed} must be in 0..{SEED_MAX}")
     built, resolved = {}, {"profile": profile, "seed": seed}
     for name, cls in schemas.items():
         if name not in raw:

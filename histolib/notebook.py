@@ -5,11 +5,15 @@ A notebook's setup cell is::
     S = start("01", profile, overrides)   # then S.params, S.out, S.models, S.root
 
 and its last cell writes ``S.out / "metrics.json"`` with :func:`write_metrics`.
+
+Run by papermill, :func:`start` first checks the parameters papermill injected against the ones the
+notebook declares (:func:`histolib.nbparams.check_parameters`): ``-p profle cpu`` is an error, not a warning.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +21,7 @@ import torch
 
 from histolib.config import Params, load_params
 from histolib.fileio import write_json
+from histolib.nbparams import check_parameters
 from histolib.paths import models_dir, project_root, results_dir
 from histolib.repro import environment_record, seed_everything
 
@@ -40,14 +45,21 @@ class Session:
                 "patch_size": d.patch_size}
 
 
-def start(notebook: str, profile: str | None = None, overrides: dict | None = None) -> Session:
+def start(notebook: str, profile: str | None = None, overrides: dict | None = None,
+          parameters: Iterable[str] | None = None) -> Session:
     """Load params (profile/overrides from the parameters cell), seed everything, print the environment.
 
     Args:
         notebook: ``"00"``, ``"01"``, ... (names the results folder).
         profile: ``None`` keeps ``$HISTOLIB_PROFILE`` or params.yaml's profile.
         overrides: dotted keys, e.g. ``{"unet.epochs": 3}``.
+        parameters: the notebook's parameter names (default: read from its ``parameters`` cell).
+
+    Raises:
+        ParamError: papermill injected a parameter the notebook does not declare (:func:`check_parameters`),
+            or params.yaml/overrides are invalid.
     """
+    check_parameters(declared=parameters)
     root = project_root()
     P = load_params(profile, overrides or {})
     seed_everything(P.seed)

@@ -11,11 +11,20 @@ Output (one folder per dataset, written under a temporary name and renamed when 
 
 Every item has its own seed, derived from ``(seed, dataset, split, index)``, so the bytes written
 are the same on every run and do not depend on the order of generation.
+
+``manifest.json`` vouches for the folder: it is deleted when a build starts and written last, so an
+interrupted or failed build leaves none (and :func:`histolib.data.prepared.is_current` is false). For a
+real source it records a fingerprint of the folder's listing (names, sizes, modification times), so
+editing the folder makes the build stale. Real folders: bad files are skipped and listed with their
+reason (manifest ``skipped``, and one log line each); warnings (``labels.csv`` rows and images that do
+not correspond, conversions, non-square images centre-cropped) go to the manifest's ``warnings``; an
+empty split is an error naming it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,12 +33,16 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from histolib.data import phantom
-from histolib.data.folder import Pairs, load_pairs, save_pairs
+from histolib.data.folder import Pairs, listing_fingerprint, load_pairs, save_pairs
 from histolib.errors import DataError
 from histolib.fileio import complete_dir, write_json
+from histolib.ops.instance import relabel_sequential
 
 DATASET_IDS = {"glomeruli": 1, "tiles": 2, "nuclei": 3}
 SPLIT_IDS = {"gan": 0, "train": 1, "val": 2, "test": 3}
+GLOMERULUS_CLASSES = ("GS", "nonGS")  # labels.csv `class` of glomerulus patches: globally sclerosed or not
+# Derived datasets whose split sizes are not set by a parameter: an empty split is a warning, not an error.
+MAY_BE_EMPTY = ("sclerosed_crops",)
 
 
 def item_seed(seed: int, dataset: str, split: str, index: int) -> int:
@@ -38,7 +51,17 @@ def item_seed(seed: int, dataset: str, split: str, index: int) -> int:
     return int(ss.generate_state(1)[0])
 
 
+def centre_square(image: np.ndarray) -> np.ndarray:
+    """The largest centred square of ``image`` (``(H, W, ...)``): non-square images are cropped, never
+    squashed, so shapes keep their aspect ratio. Odd leftovers drop the extra pixel at the end."""
+    h, w = image.shape[:2]
+    side = min(h, w)
+    y, x = (h - side) // 2, (w - side) // 2
+    return image[y:y + side, x:x + side]
+
+
 def _resize(image: np.ndarray, size: int, nearest: bool) -> np.ndarray:
+    image = centre_square(image)
     if image.shape[0] == size and image.shape[1] == size:
         return image
     resample = Image.NEAREST if nearest else Image.BOX if image.shape[0] > size else Image.BILINEAR
@@ -109,24 +132,51 @@ def _phantom_glomeruli(P, seed: int) -> dict[str, dict]:
     return out
 
 
-def _real_glomeruli(P, seed: int, root: Path) -> tuple[dict[str, dict], list]:
+def source_fingerprints(P, root: Path) -> dict[str, dict]:
+    """The listing fingerprint of every real source folder ``P`` reads (phantom sources have none).
+
+    Returns:
+        ``{dataset: {"folder": the parameter's value, "files": n, "listing": hash}}``, see
+        :func:`histolib.data.folder.listing_fingerprint`.
+    """
+    d = P.data
+    out = {}
+    for dataset, source in (("glomeruli", d.source), ("nuclei", d.nuclei_source)):
+        if source != "phantom":
+            out[dataset] = {"folder": source, **listing_fingerprint((Path(root) / source).resolve())}
+    return out
+
+
+def _load_real(folder: Path, kind: str, classes=None) -> tuple[Pairs, list[str]]:
+    """``load_pairs`` that skips bad files, with every warning it raised collected (for the manifest)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pairs = load_pairs(folder, kind, strict=False, classes=classes)
+    return pairs, list(dict.fromkeys(str(w.message) for w in caught))
+
+
+def _real_glomeruli(P, seed: int, root: Path) -> tuple[dict[str, dict], list, list[str]]:
     d = P.data
     folder = (root / d.source).resolve()
-    pairs = load_pairs(folder, "binary", strict=False)
+    pairs, notes = _load_real(folder, "binary", GLOMERULUS_CLASSES)
     slides = [_slide_of(n, pairs) for n in pairs.names]
     parts = split_by_group(slides, d.real_split, seed)
+    n_cropped = sum(pairs.images[i].shape[0] != pairs.images[i].shape[1] for i in range(len(pairs)))
+    if n_cropped:
+        notes.append(f"{folder}: {n_cropped} non-square image(s) centre-cropped to square before resizing "
+                     f"to {d.patch_size} px")
     out = {}
     for split, idx in zip(("gan", "train", "val", "test"), parts, strict=True):
+        if not idx:
+            raise DataError(f"{folder}: real_split {d.real_split} leaves the {split!r} split empty "
+                            f"({len(set(slides))} slides); give it a larger fraction or more slides")
         out[split] = {
             "images": [_resize(pairs.images[i], d.patch_size, nearest=False) for i in idx],
             "masks": [_resize(pairs.masks[i], d.patch_size, nearest=True) for i in idx],
             "names": [pairs.names[i] for i in idx],
             "labels": [{"class": pairs.label(pairs.names[i], "class"), "slide": slides[i]} for i in idx],
         }
-        if not idx:
-            raise DataError(f"{folder}: real_split {d.real_split} leaves the {split!r} split empty "
-                            f"({len(set(slides))} slides); give it a larger fraction or more slides")
-    return out, pairs.skipped
+    return out, pairs.skipped, notes
 
 
 def _phantom_tiles(P, seed: int) -> tuple[dict, dict, dict]:
@@ -186,14 +236,17 @@ def _phantom_nuclei(P, seed: int) -> dict:
     return out
 
 
-def _real_nuclei(P, seed: int, root: Path) -> tuple[dict, list]:
+def _real_nuclei(P, seed: int, root: Path) -> tuple[dict, list, list[str]]:
     """Real instance-labelled tiles: split by image (or slide), then cut into non-overlapping crops."""
     d = P.data
     folder = (root / d.nuclei_source).resolve()
-    pairs = load_pairs(folder, "instances", strict=False)
+    pairs, notes = _load_real(folder, "instances")
     slides = [_slide_of(n, pairs) for n in pairs.names]
     parts = split_by_group(slides, list(d.n_nuclei), seed)
     size = d.nuclei_size
+    if small := [n for n, im in zip(pairs.names, pairs.images, strict=True) if min(im.shape[:2]) < size]:
+        notes.append(f"{folder}: {len(small)} image(s) smaller than nuclei_size {size} px give no crop: "
+                     f"{', '.join(small[:10])}{' ...' if len(small) > 10 else ''}")
     out = {}
     for split, idx in zip(("train", "val", "test"), parts, strict=True):
         out[split] = {"images": [], "masks": [], "names": [], "labels": []}
@@ -202,13 +255,27 @@ def _real_nuclei(P, seed: int, root: Path) -> tuple[dict, list]:
             for y in range(0, img.shape[0] - size + 1, size):
                 for x in range(0, img.shape[1] - size + 1, size):
                     crop = msk[y:y + size, x:x + size]
-                    # relabel so ids are 1..n inside each crop
-                    _, inv = np.unique(crop, return_inverse=True)
+                    # ids 1..n inside each crop, background pinned at 0 (a crop may have no background pixel)
                     out[split]["images"].append(np.ascontiguousarray(img[y:y + size, x:x + size]))
-                    out[split]["masks"].append(inv.reshape(crop.shape).astype(np.int32))
+                    out[split]["masks"].append(relabel_sequential(crop))
                     out[split]["names"].append(f"{Path(pairs.names[i]).stem}_y{y:04d}_x{x:04d}.png")
                     out[split]["labels"].append({"slide": slides[i], "source_image": pairs.names[i]})
-    return out, pairs.skipped
+    return out, pairs.skipped, notes
+
+
+def _check_splits(name: str, splits: dict, source: str) -> list[str]:
+    """An empty split is an error naming it (a warning for :data:`MAY_BE_EMPTY` datasets)."""
+    empty = [split for split, items in splits.items() if not items["names"]]
+    if not empty:
+        return []
+    where = "the phantom" if source == "phantom" else source
+    msg = (f"dataset {name!r} ({where}): split(s) {', '.join(map(repr, empty))} empty "
+           f"(counts {({s: len(v['names']) for s, v in splits.items()})})")
+    if name in MAY_BE_EMPTY:
+        return [msg]
+    hint = ("raise its count in params.yaml (data.n_*)" if source == "phantom" else
+            "give it a larger fraction, more images or smaller crops")
+    raise DataError(f"{msg}: {hint}")
 
 
 def _write_dataset(prepared: Path, name: str, splits: dict, mask_kind: str) -> dict:
@@ -228,42 +295,66 @@ def build_all(P, root: Path, prepared: Path | None = None,
               log: Callable[[str], None] = print) -> dict:
     """Build every dataset for the resolved params ``P`` and write the manifest.
 
+    The manifest is removed first and written last, so only a complete build has one. Real folders:
+    each skipped file is logged with its reason and listed in the manifest.
+
     Args:
         P: :class:`histolib.config.Params` (uses ``P.data`` and ``P.seed``).
         root: the project root (real-data folders are relative to it).
         prepared: output folder; default ``<root>/data/prepared/<profile>``.
+        log: where progress, skipped files and warnings are reported (one line each).
 
     Returns:
         The manifest dict (also written to ``manifest.json``).
+
+    Raises:
+        DataError: a bad real folder (see :func:`histolib.data.folder.load_pairs`) or an empty split.
     """
     prepared = Path(prepared or root / "data" / "prepared" / P.profile)
     prepared.mkdir(parents=True, exist_ok=True)
+    # from here on, the datasets may be a mix of old and new: no manifest may vouch for them
+    (prepared / "manifest.json").unlink(missing_ok=True)
     d, seed = P.data, P.seed
     manifest = {"profile": P.profile, "seed": seed, "data_params": P.resolved["data"], "datasets": {},
-                "skipped": {}}
+                "skipped": {}, "sources": source_fingerprints(P, root), "warnings": {}}
+
+    def real_report(name: str, skipped: list, notes: list[str]) -> None:
+        manifest["skipped"][name] = [{"file": f, "reason": r} for f, r in skipped]
+        for f, r in skipped:
+            log(f"  {name}: skipped {f}: {r}")
+        if notes:
+            manifest["warnings"][name] = notes
+        for note in notes:
+            log(f"  {name}: warning: {note}")
+
     if d.source == "phantom":
-        glom, skipped = _phantom_glomeruli(P, seed), []
+        glom, skipped, notes = _phantom_glomeruli(P, seed), [], []
     else:
-        glom, skipped = _real_glomeruli(P, seed, root)
+        glom, skipped, notes = _real_glomeruli(P, seed, root)
+    real_report("glomeruli", skipped, notes)
+    _check_splits("glomeruli", glom, d.source)
     manifest["datasets"]["glomeruli"] = _write_dataset(prepared, "glomeruli", glom, "binary")
     manifest["datasets"]["glomeruli"]["source"] = d.source
-    manifest["skipped"]["glomeruli"] = [{"file": f, "reason": r} for f, r in skipped]
     log(f"glomeruli ({d.source}): {manifest['datasets']['glomeruli']['counts']}, skipped {len(skipped)}")
 
     inpaint, comp, crops = _phantom_tiles(P, seed)
     for name, splits, kind in (("inpainting", inpaint, "classes"), ("compartments", comp, "classes"),
                                ("sclerosed_crops", crops, "binary")):
+        if notes := _check_splits(name, splits, "phantom"):
+            manifest["warnings"][name] = notes
+            log(f"  {name}: warning: {notes[0]}")
         manifest["datasets"][name] = _write_dataset(prepared, name, splits, kind)
         manifest["datasets"][name]["source"] = "phantom"
         log(f"{name} (phantom): {manifest['datasets'][name]['counts']}")
 
     if d.nuclei_source == "phantom":
-        nuc, skipped = _phantom_nuclei(P, seed), []
+        nuc, skipped, notes = _phantom_nuclei(P, seed), [], []
     else:
-        nuc, skipped = _real_nuclei(P, seed, root)
+        nuc, skipped, notes = _real_nuclei(P, seed, root)
+    real_report("nuclei", skipped, notes)
+    _check_splits("nuclei", nuc, d.nuclei_source)
     manifest["datasets"]["nuclei"] = _write_dataset(prepared, "nuclei", nuc, "instances")
     manifest["datasets"]["nuclei"]["source"] = d.nuclei_source
-    manifest["skipped"]["nuclei"] = [{"file": f, "reason": r} for f, r in skipped]
     log(f"nuclei ({d.nuclei_source}): {manifest['datasets']['nuclei']['counts']}, skipped {len(skipped)}")
     write_json(prepared / "manifest.json", manifest)
     return manifest

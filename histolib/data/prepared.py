@@ -56,13 +56,25 @@ def load_manifest(root: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
-def is_current(root: str | Path, P) -> bool:
-    """True when ``root`` holds a complete build made with ``P``'s seed and ``data`` parameters."""
+def is_current(root: str | Path, P, project: str | Path | None = None) -> bool:
+    """True when ``root`` holds a complete build made with ``P``'s seed and ``data`` parameters from
+    source folders whose listing (names, sizes, modification times) has not changed since.
+
+    Args:
+        root: the prepared folder of a profile.
+        P: resolved params.
+        project: the project root real-data folders are relative to (default: this project's).
+    """
+    from histolib.data.builder import source_fingerprints
+    from histolib.paths import project_root
+
     path = Path(root) / "manifest.json"
-    if not path.is_file():
+    if not path.is_file():  # the builder deletes it first and writes it last: no manifest, no complete build
         return False
     m = json.loads(path.read_text())
-    return m.get("seed") == P.seed and m.get("data_params") == json.loads(json.dumps(P.resolved["data"]))
+    if m.get("seed") != P.seed or m.get("data_params") != json.loads(json.dumps(P.resolved["data"])):
+        return False
+    return m.get("sources", {}) == source_fingerprints(P, Path(project or project_root()))
 
 
 def ensure_prepared(P, root: Path | None = None, log=print) -> Path:
@@ -79,7 +91,7 @@ def ensure_prepared(P, root: Path | None = None, log=print) -> Path:
 
     root = root or project_root()
     folder = prepared_dir(P.profile, root)
-    if not is_current(folder, P):
+    if not is_current(folder, P, root):
         log(f"building data for profile {P.profile!r} into {folder} ...")
         build_all(P, root, prepared=folder, log=log)
     return folder

@@ -10,28 +10,31 @@ class DataParams:
     """What the builder (``histolib build-data``, the DVC ``data`` stage) writes to ``data/prepared``."""
 
     source: str = knob("glomerulus patches: 'phantom' or a folder with images/*.png, masks/*.png "
-                       "(binary 0/255), optional labels.csv (file, class, slide); relative to the project root")
+                       "(binary 0/255), optional labels.csv (file, class GS|nonGS, slide); relative to the project "
+                       "root; a DVC dependency of the data stage")
     nuclei_source: str = knob("nuclei fields: 'phantom' or a folder with images/*.png and 16-bit instance "
                               "masks/*.png (MoNuSeg-like)")
     stain: str = knob("phantom stain for glomerulus patches and tiles", choices=("pas", "he"))
     patch_size: int = knob("glomerulus patch side in px (papers 000/001: 256)", min=16, max=1024)
-    fill: list[float] = knob("phantom glomerulus diameter as a fraction of the patch [min, max]", min=0.1, max=1.0)
+    fill: list[float] = knob("phantom glomerulus diameter as a fraction of the patch [min, max]", min=0.1, max=1.0,
+                             length=2)
     sclerosed_fraction: float = knob("share of phantom glomeruli that are globally sclerosed", min=0.0, max=0.5)
     n_gan: int = knob("patches for GAN training, disjoint from the U-Net sets (paper 000: 660)", min=1)
     n_train: int = knob("U-Net training patches (paper 000: 660)", min=1)
     n_val: int = knob("validation patches (paper 000: 400)", min=1)
     n_test: int = knob("test patches (paper 000: 431)", min=1)
     real_split: list[float] = knob("real data: fractions for [gan, train, val, test], split by slide",
-                                   min=0.0, max=1.0)
+                                   min=0.0, max=1.0, length=4)
     tile_size: int = knob("tissue tiles with normal + sclerosed glomeruli and 5 compartments (papers 002/003)",
                           min=32, max=4096)
     glomerulus_diameter: float = knob("glomerulus diameter in tiles, px", min=8)
-    n_tiles: list[int] = knob("tissue tiles per split [train, val, test]", min=0)
+    n_tiles: list[int] = knob("tissue tiles per split [train, val, test]", min=0, length=3)
     crop_size: int = knob("sclerosed-centred crops cut from the tiles, px", min=16)
     nuclei_size: int = knob("nuclei field side in px", min=32, max=2048)
     nuclei_style: str = knob("phantom nuclei fields", choices=("he", "fluorescence"))
     nucleus_diameter: float = knob("mean phantom nucleus diameter, px (MoNuSeg at 40x: median 22)", min=3)
-    n_nuclei: list[int] = knob("nuclei fields per split [train, val, test]", min=0)
+    n_nuclei: list[int] = knob("nuclei fields per split [train, val, test]; real nuclei "
+                                   "folders: split fractions", min=0, length=3)
 
 
 @section("unet")
@@ -42,7 +45,7 @@ class UNetParams:
     depth: int = knob("number of levels (poolings = depth - 1)", min=2, max=7)
     epochs: int = knob("training epochs; the checkpoint with the best validation Dice is kept", min=1)
     batch_size: int = knob("images per optimisation step", min=1)
-    lr: float = knob("Adam learning rate", min=0.0)
+    lr: float = knob("Adam learning rate", min=0.0, max=1.0)
     augment_p: float = knob("probability of a live flip and of a 90-degree rotation (paper 000: 0.5)",
                             min=0.0, max=1.0)
     loss: str = knob("cross-entropy, or cross-entropy + soft Dice", choices=("ce", "ce_dice"))

@@ -91,7 +91,7 @@ class NucleiParams:
                              "(authors' code: radius 30 at ~14 px nuclei)", min=0.5)
     perlin_octaves: int = knob("Perlin octaves (authors' code: 4)", min=1, max=8)
     perlin_steps: int = knob("Adam steps of the Perlin fit (authors' code: 10,000)", min=1)
-    perlin_lr: float = knob("Adam learning rate of the Perlin fit", min=0.0)
+    perlin_lr: float = knob("Adam learning rate of the Perlin fit", min=0.0, max=1.0)
     perlin_batch: int = knob("prior maps drawn per fitting step", min=1)
     spacing_bins: int = knob("histogram bins of the spacing distribution S (authors' code: 10)", min=1)
     top_fraction: float = knob("locations drawn among the top fraction of P*A (authors' code: 0.16; 1 = the "
@@ -111,7 +111,7 @@ class NucleiParams:
     adain_steps: int = knob("AdaIN decoder iterations (AdaIN reference: 160,000)", min=1)
     adain_warmup: int = knob("first AdaIN iterations fitting the decoder as the encoder's inverse (0 = paper)",
                              min=0)
-    adain_lr: float = knob("AdaIN Adam learning rate (reference: 1e-4)", min=0.0)
+    adain_lr: float = knob("AdaIN Adam learning rate (reference: 1e-4)", min=0.0, max=1.0)
     style_weight: float = knob("lambda_s of the AdaIN loss (reference: 10)", min=0.0)
     invert_content: str = knob("content polarity: auto (from the real images), true (dark nuclei, H&E) or "
                                "false (bright nuclei, fluorescence)", choices=("auto", "true", "false"))
@@ -121,7 +121,7 @@ class NucleiParams:
     hv_crop: int = knob("HoVer-Net training crop, px (paper: 270 in, 80 out)", min=8)
     hv_batch: int = knob("HoVer-Net minibatch", min=1)
     hv_steps: int = knob("HoVer-Net iterations per training (same for every configuration)", min=1)
-    hv_lr: float = knob("HoVer-Net Adam learning rate (paper: 1e-4)", min=0.0)
+    hv_lr: float = knob("HoVer-Net Adam learning rate (paper: 1e-4)", min=0.0, max=1.0)
     threads: int = knob("torch CPU threads (0: torch's default)", min=0)
     n_grid: int = knob("generated pairs shown per sample grid", min=1)
 

@@ -80,7 +80,7 @@ class Pix2PixParams:
     dropout: float = knob("dropout probability, also at inference (paper/Pix2Pix: 0.5)", min=0.0, max=0.95)
     batch_size: int = knob("images per step (paper: 1; L_ms then uses a partner condition)", min=1)
     steps: int = knob("optimisation steps per model (paper profile: 200 epochs x 660 patches)", min=1)
-    lr: float = knob("Adam learning rate (paper: 2e-4)", min=0.0)
+    lr: float = knob("Adam learning rate (paper: 2e-4)", min=0.0, max=1.0)
     beta1: float = knob("Adam beta1 (paper: 0.5)", min=0.0, max=1.0)
     beta2: float = knob("Adam beta2 (paper: 0.999)", min=0.0, max=1.0)
     lambda_l1: float = knob("weight of L_L1, Eq. 3 (paper: 10)", min=0.0)

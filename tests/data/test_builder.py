@@ -1,9 +1,11 @@
 """The dataset builder: same bytes for the same seed, real folders split by slide, skipped files counted."""
 
 import json
+import os
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from histolib.config import load_params
 from histolib.data.builder import build_all, split_by_group
@@ -80,3 +82,135 @@ def test_ensure_prepared_rebuilds_only_when_stale(tmp_path):
     calls.clear()
     ensure_prepared(P, root=tmp_path, log=calls.append)
     assert not calls
+
+
+# --- issue 9 (integrity): splits by patient, manifest written last, source listing, real-data edge cases ------
+
+def _real_folder(folder, n=12, size=(40, 40), names=None, masks=None):
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 255, (n, *size, 3), dtype=np.uint8)
+    if masks is None:
+        masks = np.zeros((n, *size), np.uint8)
+        masks[:, 10:30, 10:30] = 1
+    save_pairs(folder, images, masks, names or [f"img{i:02d}.png" for i in range(n)])
+    return names or [f"img{i:02d}.png" for i in range(n)]
+
+
+def test_patients_never_in_two_splits_with_semicolon_labels(tmp_path):
+    names = _real_folder(tmp_path / "real", n=16)
+    # spreadsheet export: ';' delimiter; the patient is only in the slide column, not in the file name
+    rows = [f"{n};{'GS' if i % 3 == 0 else 'nonGS'};patient{i % 4}" for i, n in enumerate(names)]
+    (tmp_path / "real" / "labels.csv").write_text("file;class;slide\n" + "\n".join(rows) + "\n")
+    _, m = _build(tmp_path, "out", **{"data.source": "real"})
+    seen = {}
+    for split in ("gan", "train", "val", "test"):
+        pairs = load_split("glomeruli", split, tmp_path / "out")
+        for name in pairs.names:
+            seen.setdefault(pairs.label(name, "slide"), set()).add(split)
+    assert set(seen) == {f"patient{i}" for i in range(4)}
+    assert all(len(splits) == 1 for splits in seen.values()), seen
+
+
+def test_labels_csv_without_file_column_stops_the_build(tmp_path):
+    names = _real_folder(tmp_path / "real")
+    (tmp_path / "real" / "labels.csv").write_text("".join(f"{n},GS,p{i % 4}\n" for i, n in enumerate(names)))
+    with pytest.raises(DataError, match=r"labels\.csv.*no 'file' column"):
+        _build(tmp_path, "out", **{"data.source": "real"})
+
+
+def test_interrupted_build_leaves_no_manifest(tmp_path, monkeypatch):
+    P, _ = _build(tmp_path, "out")
+    assert is_current(tmp_path / "out", P)
+    import histolib.data.builder as B
+
+    real_write, calls = B._write_dataset, []
+
+    def failing_write(prepared, name, splits, kind):
+        calls.append(name)
+        if len(calls) == 2:  # glomeruli rewritten with the new parameters, then the build dies
+            raise KeyboardInterrupt
+        return real_write(prepared, name, splits, kind)
+
+    monkeypatch.setattr(B, "_write_dataset", failing_write)
+    P2 = load_params("smoke", {**TINY, "data.n_train": 4})
+    with pytest.raises(KeyboardInterrupt):
+        build_all(P2, tmp_path, prepared=tmp_path / "out", log=lambda *_: None)
+    assert not (tmp_path / "out" / "manifest.json").exists()
+    assert not is_current(tmp_path / "out", P) and not is_current(tmp_path / "out", P2)
+
+
+def test_changed_source_listing_makes_the_build_stale(tmp_path):
+    _real_folder(tmp_path / "real")
+    source = {"data.source": str(tmp_path / "real")}  # absolute: is_current needs no project root
+    P, m = _build(tmp_path, "out", **source)
+    assert is_current(tmp_path / "out", P)
+    img = tmp_path / "real" / "images" / "img03.png"
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(img)  # same name, new content
+    os.utime(img, ns=(img.stat().st_atime_ns, img.stat().st_mtime_ns + 10**9))
+    assert not is_current(tmp_path / "out", P)
+    _, m = _build(tmp_path, "out", **source)
+    assert is_current(tmp_path / "out", P) and m["sources"]["glomeruli"]["files"] == 24
+    (tmp_path / "real" / "labels.csv").write_text("file,class\nimg00.png,GS\n")  # a new file
+    assert not is_current(tmp_path / "out", P)
+
+
+def test_real_nuclei_crop_without_background_keeps_every_nucleus(tmp_path):
+    inst = np.zeros((64, 64), np.int32)
+    inst[:32, :32] = 5  # the top-left 32 px crop is covered by nuclei 5, 7 and 9: no background pixel
+    inst[:16, 16:32] = 7
+    inst[16:32, :16] = 9
+    inst[40:50, 40:50] = 11
+    save_pairs(tmp_path / "nuc", np.zeros((3, 64, 64, 3), np.uint8), [inst] * 3,
+               ["a-1.png", "b-1.png", "c-1.png"], mask_kind="instances")
+    P = load_params("smoke", {**TINY, "data.nuclei_source": "nuc", "data.nuclei_size": 32})
+    build_all(P, tmp_path, prepared=tmp_path / "out", log=lambda *_: None)
+    pairs = load_split("nuclei", "train", tmp_path / "out")
+    crop = pairs.masks[pairs.names.index(next(n for n in pairs.names if n.endswith("_y0000_x0000.png")))]
+    assert sorted(np.unique(crop).tolist()) == [1, 2, 3]  # three nuclei, none turned into background
+    other = pairs.masks[pairs.names.index(next(n for n in pairs.names if n.endswith("_y0032_x0032.png")))]
+    assert sorted(np.unique(other).tolist()) == [0, 1]  # background stays 0
+
+
+def test_decompression_bomb_is_skipped_and_named_in_the_manifest(tmp_path, monkeypatch):
+    _real_folder(tmp_path / "real", size=(16, 16))
+    save_pairs(tmp_path / "real", np.zeros((1, 64, 64, 3), np.uint8), np.zeros((1, 64, 64), np.uint8),
+               ["bomb-1.png"])
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64 x 64 = 4096 > 2 x 1000: an error in PIL
+    _, m = _build(tmp_path, "out", **{"data.source": "real"})
+    skipped = m["skipped"]["glomeruli"]
+    assert [s["file"] for s in skipped] == ["bomb-1.png"] and "decompression-bomb" in skipped[0]["reason"]
+    assert sum(m["datasets"]["glomeruli"]["counts"].values()) == 12
+
+
+def test_empty_split_is_an_error_naming_it(tmp_path):
+    with pytest.raises(DataError, match=r"'inpainting'.*'val'.*empty"):
+        _build(tmp_path, "out", **{"data.n_tiles": [2, 0, 1]})
+    with pytest.raises(DataError, match=r"'nuclei'.*'test'.*empty"):
+        _build(tmp_path, "out2", **{"data.n_nuclei": [2, 1, 0]})
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_non_square_real_image_is_centre_cropped_not_squashed(tmp_path):
+    yy, xx = np.mgrid[:40, :80]
+    disc = ((yy - 20) ** 2 + (xx - 40) ** 2 <= 15 ** 2).astype(np.uint8)  # a round glomerulus, 40 x 80 image
+    names = [f"s{i % 6}-{i}.png" for i in range(12)]
+    _real_folder(tmp_path / "real", n=12, size=(40, 80), names=names, masks=np.stack([disc] * 12))
+    _, m = _build(tmp_path, "out", **{"data.source": "real"})
+    mask = load_split("glomeruli", "train", tmp_path / "out").masks[0]
+    ys, xs = np.nonzero(mask)
+    height, width = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
+    assert mask.shape == (32, 32) and abs(int(height) - int(width)) <= 1  # squashing made it 2:1
+    assert "centre-cropped" in " ".join(m["warnings"]["glomeruli"])
+
+
+def test_build_data_prints_each_skipped_file_with_its_reason(tmp_path, capsys):
+    from histolib.cli import main
+
+    _real_folder(tmp_path / "real")
+    (tmp_path / "real" / "images" / "img04.png").write_bytes(b"broken")
+    sets = [f"{k}={json.dumps(v)}" for k, v in TINY.items()]
+    argv = ["build-data", "--profile", "smoke", "--out", str(tmp_path / "out"),
+            "--set", f"data.source={tmp_path / 'real'}"]
+    assert main(argv + [a for s in sets for a in ("--set", s)]) == 0
+    out = capsys.readouterr().out
+    assert "skipped img04.png" in out and "unreadable image" in out

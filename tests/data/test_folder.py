@@ -84,3 +84,69 @@ def test_grey_and_rgba_are_converted_with_warning(tmp_path):
         assert read_rgb(tmp_path / "g.png").shape == (4, 4, 3)
     with pytest.warns(UserWarning, match="RGBA"):
         assert read_rgb(tmp_path / "a.png").shape == (4, 4, 3)
+
+
+# --- issue 9 (integrity): strict labels.csv, deep grey images, decompression bombs ---------------------------
+
+def test_semicolon_labels_csv_is_parsed(tmp_path):
+    _folder(tmp_path)
+    (tmp_path / "labels.csv").write_text("file;class;slide\ns1-0.png;GS;A\ns1-1.png;nonGS;B\n")
+    pairs = load_pairs(tmp_path)
+    assert pairs.label("s1-0.png", "slide") == "A" and pairs.label("s1-1.png", "class") == "nonGS"
+
+
+def test_labels_csv_without_file_column_names_labels_csv_and_columns(tmp_path):
+    _folder(tmp_path)
+    (tmp_path / "labels.csv").write_text("name,class,slide\ns1-0.png,GS,A\ns1-1.png,GS,B\n")
+    with pytest.raises(DataError, match=r"labels\.csv.*no 'file' column.*\['name', 'class', 'slide'\]"):
+        load_pairs(tmp_path)
+    (tmp_path / "labels.csv").write_text("s1-0.png,GS,A\ns1-1.png,GS,B\n")  # no header row
+    with pytest.raises(DataError, match=r"labels\.csv.*no 'file' column"):
+        load_pairs(tmp_path)
+
+
+def test_labels_csv_unknown_class_is_an_error(tmp_path):
+    _folder(tmp_path)
+    (tmp_path / "labels.csv").write_text("file,class,slide\ns1-0.png,GS,A\ns1-1.png,sclerotic,B\n")
+    with pytest.raises(DataError, match=r"labels\.csv.*s1-1\.png.*unknown class 'sclerotic'"):
+        load_pairs(tmp_path, classes=("GS", "nonGS"))
+    assert load_pairs(tmp_path).label("s1-1.png", "class") == "sclerotic"  # no class list: any class
+
+
+def test_labels_csv_rows_and_images_that_do_not_correspond_warn(tmp_path):
+    _folder(tmp_path, n=3)
+    (tmp_path / "labels.csv").write_text("File , Class\ns1-0.png,GS\nghost.png,GS\n")
+    with pytest.warns(UserWarning) as record:
+        pairs = load_pairs(tmp_path)
+    text = " ".join(str(w.message) for w in record)
+    assert "ghost.png" in text and "s1-1.png" in text and "s1-2.png" in text
+    assert pairs.label("s1-0.png", "class") == "GS"  # header names stripped, matched case-insensitively
+
+
+def test_16bit_grey_is_scaled_by_its_range_not_clipped(tmp_path):
+    grey = np.arange(65536, dtype=np.uint16).reshape(256, 256)  # full 16-bit range
+    Image.fromarray(grey).save(tmp_path / "g16.png")
+    with pytest.warns(UserWarning, match="grey"):
+        rgb = read_rgb(tmp_path / "g16.png")
+    assert rgb.dtype == np.uint8 and rgb.shape == (256, 256, 3)
+    assert (rgb == 255).mean() < 0.01 and rgb.max() == 255 and rgb.min() == 0  # clipping gave 99.6 % white
+    assert abs(float(rgb.mean()) - 127.5) < 1
+    Image.fromarray(np.linspace(0, 1, 16, dtype=np.float32).reshape(4, 4)).save(tmp_path / "f.tif")
+    with pytest.warns(UserWarning, match="grey"):
+        f = read_rgb(tmp_path / "f.tif")
+    assert f[0, 0, 0] == 0 and f[-1, -1, 0] == 255
+    Image.fromarray(np.full((4, 4), 7.5, np.float32)).save(tmp_path / "bad.tif")
+    with pytest.raises(DataError, match=r"bad\.tif.*\[0, 1\]"), pytest.warns(UserWarning):
+        read_rgb(tmp_path / "bad.tif")
+
+
+def test_decompression_bomb_is_a_data_error_naming_the_file(tmp_path, monkeypatch):
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "bomb.png")  # 400 px
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # > 2x the limit: PIL raises DecompressionBombError
+    with pytest.raises(DataError, match=r"bomb\.png.*decompression-bomb"):
+        read_rgb(tmp_path / "bomb.png")
+    with pytest.raises(DataError, match=r"bomb\.png.*decompression-bomb"):
+        read_mask(tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 300)  # between 1x and 2x: PIL only warns
+    with pytest.raises(DataError, match=r"bomb\.png.*decompression-bomb"):
+        read_rgb(tmp_path / "bomb.png")
