@@ -13,6 +13,10 @@ adherence (a segmenter's accuracy on synthesized images)::
 
 The score is any ``score(pred, target) -> float``: pooled Dice of the glomerulus class for binary
 masks (:func:`pooled_dice`), per-image mean AJI for nuclei instance maps.
+
+The trivial score ``score(1, y_j)`` (everything foreground, one object) on the real test labels is
+reported beside: a segmenter that does not beat it measures nothing, and neither does its
+faithfulness (``histolib.report.faithfulness_gates`` turns that into a precondition).
 """
 
 from __future__ import annotations
@@ -60,7 +64,8 @@ def faithfulness(segment: Callable, generated_images, generating_labels, real_im
 
     Returns:
         ``synthetic`` (score on generated images), ``real`` (on real test images), ``ratio``
-        (``synthetic / real``; NaN when the real score is 0), ``n_generated``, ``n_real``.
+        (``synthetic / real``; NaN when the real score is 0), ``trivial`` (the score of predicting
+        everything foreground on the real test labels), ``n_generated``, ``n_real``.
 
     Raises:
         ParamError: an empty set, or images and labels of different counts.
@@ -72,5 +77,6 @@ def faithfulness(segment: Callable, generated_images, generating_labels, real_im
             raise ParamError(f"faithfulness: {len(x)} {name} images but {len(y)} labels")
     synthetic = float(score(segment(generated_images), generating_labels))
     real = float(score(segment(real_images), real_labels))
+    trivial = float(score(np.stack([np.ones_like(np.asarray(y)) for y in real_labels]), real_labels))
     return {"synthetic": synthetic, "real": real, "ratio": synthetic / real if real > 0 else math.nan,
-            "n_generated": len(generated_images), "n_real": len(real_images)}
+            "trivial": trivial, "n_generated": len(generated_images), "n_real": len(real_images)}

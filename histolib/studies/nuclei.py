@@ -702,8 +702,9 @@ def faithfulness_rows(faith: dict, gate: float) -> list[dict]:
 
 
 def _gates(faith: dict, js, gate: float) -> list[report.Precondition]:
-    return [report.faithfulness_precondition(faith[(j, g)]["aji"], gate, name=f"J = {j} generator replicate {g} (AJI)")
-            for (j, g) in sorted(faith) if j in js]
+    return [p for j in js
+            for p in report.faithfulness_gates([faith[(jj, g)]["aji"] for (jj, g) in sorted(faith) if jj == j], gate,
+                                               name=f"J = {j} generator (AJI)")]
 
 
 # --------------------------------------------------------------------------------------------

@@ -864,8 +864,7 @@ def claims(scores: dict[str, list[dict]], faith: dict[str, list[dict]] | None, d
         gate: faithfulness gate (``protocol.faithfulness_gate``).
     """
     out = []
-    real_gate = ([report.faithfulness_precondition(pooled_faithfulness(faith["full"]), gate, "full model")]
-                 if faith and "full" in faith else [])
+    real_gate = report.faithfulness_gates(faith["full"], gate, "full model") if faith and "full" in faith else []
     if "pix2pix" in scores:
         c = report.Claim("001-pix2pix-collapses", PAPER, "Sec. 2, Fig. 2",
                          "Pix2Pix translating a glomerulus mask into a patch collapses: it always outputs the same "

@@ -578,17 +578,10 @@ def generator_faithfulness(segment, renders: dict[str, list[np.ndarray]], test_i
 
 
 def faithfulness_gates(faith: dict | None, kinds, gate: float) -> list[Precondition]:
-    """One precondition per generator replicate of each label map in ``kinds``: the gate holds for
-    *every* replicate (a claim's evidence averages over all of them, so one unfaithful generator is
-    enough to make it untestable). A label map without a measurement is a failed precondition."""
-    out = []
-    for kind in kinds:
-        name = get_kind(kind).set_name
-        results = (faith or {}).get(kind) or []
-        if not results:
-            out.append(Precondition(f"{name} faithfulness measured", False, "no faithfulness result"))
-        out += [report.faithfulness_precondition(r, gate, name=f"{name} g{g}") for g, r in enumerate(results)]
-    return out
+    """:func:`histolib.report.faithfulness_gates` for each label map in ``kinds`` (every replicate must
+    pass; the segmenter must beat the all-foreground prediction)."""
+    return [p for kind in kinds
+            for p in report.faithfulness_gates((faith or {}).get(kind), gate, name=get_kind(kind).set_name)]
 
 
 def set_groups(rows: list[dict], base: str, metric: str = "dice") -> list[list[float]]:

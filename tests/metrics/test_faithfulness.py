@@ -36,6 +36,7 @@ def test_constant_generator_scores_the_baseline():
     f = faithfulness(segment, constant, gen_masks, real_images, real_masks)
     baseline = pooled_dice(np.ones_like(gen_masks), gen_masks)  # "everything glomerulus"
     assert f["synthetic"] == pytest.approx(baseline)
+    assert f["trivial"] == pytest.approx(pooled_dice(np.ones_like(real_masks), real_masks))
     assert f["ratio"] < 0.5
 
 

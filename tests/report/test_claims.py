@@ -79,3 +79,16 @@ def test_beside_paper_carries_conditions():
     assert "profile `cpu`" in md and "2 generator replicate" in md and "256 px, 5 runs" in md
     with pytest.raises(ParamError):
         report.beside_paper([], c, "")
+
+
+def test_faithfulness_gates_every_replicate_and_the_segmenter():
+    ok = {"synthetic": 0.9, "real": 0.95, "ratio": 0.9 / 0.95, "trivial": 0.6}
+    bad = {"synthetic": 0.4, "real": 0.95, "ratio": 0.4 / 0.95, "trivial": 0.6}
+    gates = report.faithfulness_gates([ok, bad], 0.8, "SPADE-GTMask")
+    assert [g.met for g in gates] == [True, True, False]
+    assert "replicate 1" in gates[2].name
+    # a segmenter that predicts everything scores the trivial score: its faithfulness measures nothing
+    lazy = {"synthetic": 0.6, "real": 0.6, "ratio": 1.0, "trivial": 0.6}
+    assert not report.faithfulness_gates([lazy], 0.8)[0].met
+    assert not report.faithfulness_gates([], 0.8)[0].met
+    assert verdict(CLAIM, Evidence(2.0, 0.5, 3.5, p=0.01), report.faithfulness_gates([lazy]))[0] == "untestable here"

@@ -168,7 +168,7 @@ def test_claims_one_rule_realism_gate_and_extensions():
     # an unfaithful full model: the quality claims are untestable, with both numbers shown
     rows = {r["key"]: r for r in p2p.claims(scores, {"full": _faith([0.30, 0.32])}, _downstream())}
     assert rows["001-full-quality-vs-pix2pix"]["verdict"] == "untestable here"
-    assert "0.310 on generated images vs 0.900" in rows["001-full-quality-vs-pix2pix"]["reason"]
+    assert "0.300 on generated images vs 0.900" in rows["001-full-quality-vs-pix2pix"]["reason"]
     assert rows["001-full-vs-pix2pix-diversity"]["verdict"] == "reproduced"  # diversity claims: realism only
 
 

@@ -99,7 +99,7 @@ def test_claims_reproduced_untestable_and_extension():
     assert gated["000-mix-gtmask-best"]["verdict"] == "reproduced"
     for key in ("000-mix-gtmask-vs-structure", "000-synthetic-structure-vs-gtmask", "000-mix-structure-lower-std"):
         assert gated[key]["verdict"] == "untestable here"
-        assert "SPADE-Structure g1" in gated[key]["reason"] and "0.450" in gated[key]["reason"]
+        assert "SPADE-Structure replicate 1" in gated[key]["reason"] and "0.450" in gated[key]["reason"]
     assert gated["000-mix-structure-vs-real"]["verdict"] == "extension"
     # no faithfulness measured: untestable, never silently passed
     assert {c["verdict"] for c in sp.claims(rows) if not c["key"].endswith("vs-real")} == {"untestable here"}
