@@ -18,7 +18,9 @@ discriminator update on a fresh fake (second G forward without gradients). Both 
 number of trainable parameters (checked). Ours is :class:`histolib.train.spade.SpadeTrainer`
 (one G forward per step, D frozen during the G update, fused convs, channels-last). ADA is off for
 the comparison (the reference has none); ours is also timed with ADA at ``p = 0.5`` and with
-``precision="bf16"`` (CPU bfloat16 autocast of the forward passes; the study's results use fp32).
+``precision="bf16"`` (CPU bfloat16 autocast of the forward passes; the study's ``precision: auto``
+picks it on CPUs with native bf16). ``ours`` and ``reference`` run in fp32 without the EMA generator
+whatever the params say, so the comparison stays like for like.
 
 Timing: warm-up steps, then ``steps`` rounds of one step of each implementation in turn; the
 median step time gives img/s (``img_per_s_best`` uses the fastest step), the median of the per-round
@@ -208,7 +210,7 @@ def measure(o: SpadeOptions, batch_size: int, steps: int, warmup: int = 3) -> di
     labels = torch.randint(0, o.n_classes, (batch_size, o.image_size, o.image_size), generator=g)
     images = torch.rand(batch_size, 3, o.image_size, o.image_size, generator=g) * 2 - 1
     batch = (labels, images)
-    plain = o.__class__(**{**o.__dict__, "z_dim": 0, "ada_ops": ()})
+    plain = o.__class__(**{**o.__dict__, "z_dim": 0, "ada_ops": (), "precision": "fp32", "ema_kimg": 0.0})
     ours = SpadeTrainer(plain, seed=0)
     ref = RefTrainer(plain)
     n_ours = count_parameters(ours.G) + count_parameters(ours.D)

@@ -5,8 +5,11 @@ deformations of its section II-A to the augmentations. Every discriminator input
 goes through :class:`AugmentPipe` with probability ``p``; :class:`AdaController` moves ``p`` with
 the sign of the discriminator's output on reals (ADA's overfitting heuristic ``r_t``).
 
-The pipeline follows StyleGAN2-ADA's ``bgc`` set, in its order, each transformation applied to a
-sample with probability ``p * multiplier`` (multiplier 0 disables it):
+The seed's own augmentation set is :data:`PAPER_OPS`: rotations (by 90 degrees and arbitrary),
+flips and the grid deformation, no colour operation. :data:`BGC_OPS` is StyleGAN2-ADA's ``bgc``
+pipeline with the elastic deformation added. The pipeline follows StyleGAN2-ADA's ``bgc`` order,
+each enabled transformation applied to a sample with probability ``p * multiplier`` (multiplier 0
+disables it):
 
 * pixel blitting: x-flip, 90-degree rotations, integer translation (up to 0.125 of the size);
 * general geometric: isotropic scaling (log2-normal, sd 0.2), rotation (uniform, applied before and
@@ -46,6 +49,10 @@ import torch.nn.functional as F
 GEOMETRIC = ("xflip", "rotate90", "xint", "scale", "rotate", "aniso", "xfrac", "elastic")
 COLOUR = ("brightness", "contrast", "lumaflip", "hue", "saturation")
 OPS = GEOMETRIC + COLOUR
+#: Seed 000's own set (section II-B): "rotations, flips and spatial deformations" -- no colour ops.
+PAPER_OPS = ("xflip", "rotate90", "rotate", "elastic")
+#: StyleGAN2-ADA's ``bgc`` pipeline plus the seed's elastic deformation (every op of :data:`OPS`).
+BGC_OPS = OPS
 
 _LUMA = torch.tensor([1.0, 1.0, 1.0, 0.0]) / math.sqrt(3.0)
 

@@ -73,9 +73,9 @@ class SpadeParams:
     z_dim: int = knob("noise channels of the generator's multi-modal input (0: deterministic)", min=0)
     spade_hidden: int = knob("SPADE hidden width of the label embedding (reference: 128)", min=1)
     norm_G: str = knob("parameter-free norm inside SPADE (reference: batch)", choices=("batch", "instance"))
-    precision: str = knob("fp32, or bf16: CPU bfloat16 autocast of the G and D forward passes (about 1.6-2x "
-                          "faster on CPUs with AVX512-BF16; weights, losses and optimiser stay fp32)",
-                          choices=PRECISIONS)
+    precision: str = knob("fp32; bf16: CPU bfloat16 autocast of the G and D forward passes (about 1.4-2x "
+                          "faster on CPUs with AVX512-BF16/AMX; weights, losses and optimiser stay fp32); "
+                          "auto: bf16 where the CPU has native bf16, else fp32", choices=PRECISIONS)
     num_D: int = knob("discriminator scales (reference: 2)", min=1, max=4)
     n_layers_D: int = knob("conv layers per PatchGAN scale (reference: 4)", min=2, max=6)
     batch_size: int = knob("images per SPADE step", min=1)
@@ -89,12 +89,18 @@ class SpadeParams:
                            "vgg19, encoder, random or none", choices=("auto", "vgg19", "encoder", "random", "none"))
     perceptual_weights: str = knob("local VGG19 weights file ('' = torch hub cache); never downloaded")
     lambda_perceptual: float = knob("perceptual-loss weight (reference VGG loss: 10)", min=0.0)
-    ada_ops: list[str] = knob("ADA augmentations (histolib.ops.ada.OPS): StyleGAN2-ADA 'bgc' + the seed's "
-                              "elastic deformation; [] disables ADA")
+    ada_ops: list[str] = knob("ADA augmentations (histolib.ops.ada.OPS). The seed's own set (default): [xflip, "
+                              "rotate90, rotate, elastic]; StyleGAN2-ADA 'bgc' adds xint, scale, aniso, xfrac "
+                              "and the colour ops brightness, contrast, lumaflip, hue, saturation (image only); "
+                              "[] disables ADA")
     ada_target: float = knob("ADA target r_t (StyleGAN2-ADA: 0.6)", min=0.0, max=1.0)
     ada_interval: int = knob("minibatches between p adjustments (StyleGAN2-ADA: 4)", min=1)
     ada_kimg: float = knob("thousands of images for p to sweep 0 -> 1 (StyleGAN2-ADA: 500; short runs need "
                            "less)", min=0.001)
+    ema_kimg: float = knob("half-life, in thousands of images, of the moving average of G's weights that "
+                           "synthesises (StyleGAN2-ADA G_ema: batch * 10 / 32); 0: sample the trained G", min=0.0)
+    ema_rampup: float = knob("EMA half-life at most this x the images seen so far (StyleGAN2-ADA: 0.05; 0: off)",
+                             min=0.0)
     structure_threshold: float = knob("texture mask: HSV saturation above this (paper: 0.1)", min=0.0, max=1.0)
     deform_sigma: float = knob("grid-deformation sigma in px of a 256-px patch (paper: 20), scaled", min=0.0)
     deform_points: int = knob("grid-deformation control points per axis (paper: 3)", min=2)
@@ -211,7 +217,7 @@ def spade_options(P, n_classes: int) -> SpadeOptions:
                         lr_G=c.lr_G, lr_D=c.lr_D, beta1=c.beta1, beta2=c.beta2, lambda_fm=c.lambda_fm,
                         lambda_perceptual=c.lambda_perceptual, ada_target=c.ada_target,
                         ada_interval=c.ada_interval, ada_kimg=c.ada_kimg, ada_ops=tuple(c.ada_ops),
-                        precision=c.precision)
+                        ema_kimg=c.ema_kimg, ema_rampup=c.ema_rampup, precision=c.precision)
 
 
 def perceptual_kind(cfg: SpadeParams) -> str:
@@ -254,7 +260,8 @@ class SpadeRun:
 
     @property
     def generator(self):
-        return self.trainer.G
+        """The generator that synthesises: the weight average when ``ema_kimg > 0``."""
+        return self.trainer.sampling_G
 
 
 def run_args(kind: str, opts: SpadeOptions, cfg: SpadeParams, images, labels, perceptual: str) -> dict:

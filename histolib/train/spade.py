@@ -16,6 +16,11 @@ ADA augmentation applied to every discriminator input ``(m, x)`` (label map, ima
 ``L_G = L_G_adv + L_FM + L_P``. Adam with ``beta = (0, 0.9)``, two time-scale learning rates
 (``lr_G = 1e-4``, ``lr_D = 4e-4``).
 
+Sampling generator. With ``ema_kimg > 0`` a copy of ``G`` holds an exponential moving average of
+its weights (StyleGAN2-ADA's ``G_ema``: half-life ``ema_kimg`` thousand images, ramped up to at most
+``ema_rampup`` times the images seen so far; buffers such as batch-norm statistics and spectral-norm
+vectors are copied), and :attr:`SpadeTrainer.sampling_G` (sample grids, synthesis) is that copy.
+
 Update order and cost. Each step draws one ``G(m, z)``, updates ``D`` on it (detached) and on the
 reals, then updates ``G`` against the *updated* ``D``: alternating gradient descent, the same
 sequence of updates as the reference (which updates G first, then D on a fresh fake of the updated
@@ -30,6 +35,7 @@ ADA: ``p`` is adapted from the sign of ``D`` on the augmented reals of each D up
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,7 +46,7 @@ from torch.nn.utils import parametrize
 
 from histolib.errors import ParamError
 from histolib.models.spade import MultiscaleDiscriminator, SPADEGenerator, one_hot, to_channels_last
-from histolib.ops.ada import AdaController, AugmentPipe
+from histolib.ops.ada import PAPER_OPS, AdaController, AugmentPipe
 from histolib.train.features import FeatureNet, images_to_tensor
 
 CL = torch.channels_last
@@ -146,12 +152,18 @@ class SpadeOptions:
         lambda_fm: feature-matching weight (10).
         lambda_perceptual: perceptual weight (10; used only when a feature net is given).
         ada_target, ada_interval, ada_kimg: the ADA controller (0.6, 4, 500).
-        ada_ops: names of the augmentations (``histolib.ops.ada.OPS``); empty: no ADA.
+        ada_ops: names of the augmentations (``histolib.ops.ada.OPS``); default the seed's own set
+            :data:`~histolib.ops.ada.PAPER_OPS` (flips, rotations, grid deformation); empty: no ADA.
+        ema_kimg: half-life of the exponential moving average of G's weights used for sampling, in
+            thousands of images (StyleGAN2-ADA: ``batch * 10 / 32``); 0: no average, sample ``G``.
+        ema_rampup: the half-life is at most ``ema_rampup`` x the images seen so far (StyleGAN2-ADA:
+            0.05), so early weights are forgotten fast; 0: no ramp-up.
         channels_last: run the networks in channels-last layout.
-        precision: ``"fp32"`` (default; what every result of the study uses) or ``"bf16"``: the
-            forward passes of G and D run under CPU bfloat16 autocast (convolutions in bf16, about
-            3x faster on CPUs with AVX512-BF16/AMX); their outputs, the losses, the optimiser state
-            and the weights stay float32. Not bit-identical to fp32; compare results, not bytes.
+        precision: ``"fp32"``, ``"bf16"``: the forward passes of G and D run under CPU bfloat16
+            autocast (convolutions in bf16, about 3x faster on CPUs with AVX512-BF16/AMX); their
+            outputs, the losses, the optimiser state and the weights stay float32; not
+            bit-identical to fp32, compare results, not bytes. ``"auto"``: bf16 where the CPU has
+            native bf16 instructions (:func:`native_bf16`), else fp32.
     """
 
     n_classes: int = 2
@@ -172,13 +184,71 @@ class SpadeOptions:
     ada_target: float = 0.6
     ada_interval: int = 4
     ada_kimg: float = 500.0
-    ada_ops: tuple[str, ...] = ("xflip", "rotate90", "xint", "scale", "rotate", "aniso", "xfrac",
-                                "elastic", "brightness", "contrast", "lumaflip", "hue", "saturation")
+    ada_ops: tuple[str, ...] = PAPER_OPS
+    ema_kimg: float = 0.0
+    ema_rampup: float = 0.05
     channels_last: bool = True
     precision: str = "fp32"
 
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def native_bf16() -> bool:
+    """True when this CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX tiles), where bf16
+    autocast makes SPADE's convolutions faster; False when unknown."""
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        probe = getattr(torch.cpu, name, None)
+        try:
+            if probe is not None and probe():
+                return True
+        except (RuntimeError, AttributeError):  # pragma: no cover - private probe missing or failing
+            continue
+    return False
+
+
+def resolve_precision(precision: str) -> str:
+    """``"auto"`` -> ``"bf16"`` where :func:`native_bf16`, else ``"fp32"``; other values unchanged.
+
+    Raises:
+        ParamError: not one of :data:`PRECISIONS`.
+    """
+    if precision not in PRECISIONS:
+        raise ParamError(f"SpadeOptions.precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        return "bf16" if native_bf16() else "fp32"
+    return precision
+
+
+def ema_beta(batch_size: int, ema_kimg: float, images_seen: int, rampup: float = 0.0) -> float:
+    """Decay of one EMA update (StyleGAN2-ADA's ``training_loop``): ``0.5 ** (batch / half_life)``
+    with ``half_life = ema_kimg * 1000`` images, capped at ``rampup * images_seen`` when ``rampup > 0``.
+
+    Returns 0 (copy the weights) when ``ema_kimg <= 0`` or nothing has been seen yet under ramp-up.
+    """
+    if ema_kimg <= 0:
+        return 0.0
+    half_life = ema_kimg * 1000.0
+    if rampup > 0:
+        half_life = min(half_life, images_seen * rampup)
+    if half_life <= 0:
+        return 0.0
+    return 0.5 ** (batch_size / half_life)
+
+
+@torch.no_grad()
+def ema_update(average: nn.Module, model: nn.Module, beta: float) -> None:
+    """``average <- beta * average + (1 - beta) * model`` for every parameter; buffers (batch-norm
+    statistics, spectral-norm vectors) are copied from ``model``. The two modules must have the
+    same structure (``average`` a deep copy of ``model``)."""
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"beta must be in [0, 1], got {beta}")
+    params = dict(model.named_parameters())
+    for name, p in average.named_parameters():
+        p.lerp_(params[name], 1.0 - beta)
+    buffers = dict(model.named_buffers())
+    for name, b in average.named_buffers():
+        b.copy_(buffers[name])
 
 
 class SpadeTrainer:
@@ -195,8 +265,9 @@ class SpadeTrainer:
 
     def __init__(self, options: SpadeOptions, seed: int = 0, perceptual: PerceptualLoss | None = None):
         self.opt = o = options
-        if o.precision not in PRECISIONS:
-            raise ParamError(f"SpadeOptions.precision must be one of {PRECISIONS}, got {o.precision!r}")
+        self.precision = resolve_precision(o.precision)
+        if o.ema_kimg < 0 or o.ema_rampup < 0:
+            raise ParamError(f"SpadeOptions.ema_kimg and ema_rampup must be >= 0, got {o.ema_kimg}, {o.ema_rampup}")
         g = torch.Generator().manual_seed(seed)
         self.G = SPADEGenerator(o.n_classes, o.ngf, o.image_size, o.z_dim, o.norm_G, o.spade_hidden, generator=g)
         self.D = MultiscaleDiscriminator(o.n_classes, 3, o.ndf, o.n_layers_D, o.num_D, generator=g)
@@ -204,6 +275,10 @@ class SpadeTrainer:
             to_channels_last(self.G)
             to_channels_last(self.D)
         self.modules = {"G": self.G, "D": self.D}
+        self.G_ema = None
+        if o.ema_kimg > 0:
+            self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+            self.modules["G_ema"] = self.G_ema
         # fused: one multi-tensor kernel per optimiser step instead of ~10 ops per parameter
         self.optimizers = {
             "G": torch.optim.Adam(self.G.parameters(), lr=o.lr_G, betas=(o.beta1, o.beta2), fused=True),
@@ -214,6 +289,11 @@ class SpadeTrainer:
         self.ada = AdaController(o.ada_target, o.ada_interval, o.ada_kimg) if o.ada_ops else None
 
     # -- helpers --------------------------------------------------------------------------------
+    @property
+    def sampling_G(self) -> SPADEGenerator:
+        """The generator to sample from: the weight average with ``ema_kimg > 0``, else ``G``."""
+        return self.G_ema if self.G_ema is not None else self.G
+
     @property
     def p(self) -> float:
         """Current augmentation probability (0 without ADA)."""
@@ -241,10 +321,10 @@ class SpadeTrainer:
         return label, image
 
     def _autocast(self):
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.opt.precision == "bf16")
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     def generate(self, onehot: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
-        """``G(onehot, z)`` as float32 (under bf16 autocast when ``precision == "bf16"``)."""
+        """``G(onehot, z)`` as float32 (under bf16 autocast when the precision is bf16)."""
         with self._autocast():
             return self.G(onehot, z).float()
 
@@ -286,6 +366,7 @@ class SpadeTrainer:
     # -- GanTask --------------------------------------------------------------------------------
     def train_step(self, batch, step: int, generator: torch.Generator) -> dict[str, float]:
         """One D update then one G update on ``batch = (labels, images)`` (see module docstring)."""
+        o = self.opt
         labels, real = batch
         real = self._fmt(real)
         onehot = self.encode(labels)
@@ -315,6 +396,9 @@ class SpadeTrainer:
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
+        if self.G_ema is not None:
+            beta = ema_beta(len(labels), o.ema_kimg, (step + 1) * len(labels), o.ema_rampup)
+            ema_update(self.G_ema, self.G, beta)
         stats.update({k: float(v.detach()) for k, v in g.items()})
         stats["loss_G"] = float(loss_g.detach())
         stats["p"] = self.p
@@ -325,19 +409,21 @@ class SpadeTrainer:
     @torch.no_grad()
     def sample(self, batch) -> list[torch.Tensor]:
         """Grid rows for a fixed batch ``(labels, images[, z])``: label map (grey levels), real,
-        and the generator's output for each fixed noise (``z`` of shape ``(R, B, z_dim)``, default
-        two draws from seed 0)."""
+        and :attr:`sampling_G`'s output for each fixed noise (``z`` of shape ``(R, B, z_dim)``,
+        default two draws from seed 0)."""
         labels, real = batch[0], batch[1]
         zs = batch[2] if len(batch) > 2 else None
         onehot = self.encode(labels)
         if self.opt.z_dim and zs is None:
             zs = torch.randn(2, len(labels), self.opt.z_dim, generator=torch.Generator().manual_seed(0))
-        was = self.G.training
-        self.G.eval()
+        G = self.sampling_G
+        was = G.training
+        G.eval()
         try:
-            fakes = [self.generate(onehot, z) for z in (zs if self.opt.z_dim else [None])]
+            with self._autocast():
+                fakes = [G(onehot, z).float() for z in (zs if self.opt.z_dim else [None])]
         finally:
-            self.G.train(was)
+            G.train(was)
         grey = labels.float()[:, None] / max(self.opt.n_classes - 1, 1) * 2 - 1
         return [grey, real, *fakes]
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from histolib.ops.ada import COLOUR, GEOMETRIC, AdaController, AugmentPipe
+from histolib.ops.ada import BGC_OPS, COLOUR, GEOMETRIC, OPS, PAPER_OPS, AdaController, AugmentPipe
 
 
 def _square_pair(b=16, size=32):
@@ -124,3 +124,16 @@ def test_p_rises_when_d_is_overconfident_and_falls_otherwise():
     restored = AdaController()
     restored.load_state_dict(ada.state_dict())
     assert restored.p == ada.p
+
+
+def test_papers_set_is_geometric_only_and_moves_label_and_image_together():
+    assert set(PAPER_OPS) <= set(GEOMETRIC) and not set(PAPER_OPS) & set(COLOUR)
+    assert set(BGC_OPS) == set(OPS)
+    pipe = AugmentPipe.from_ops(PAPER_OPS)
+    image, label = _square_pair()
+    params = pipe.sample(16, 1.0, 32, 32, torch.Generator().manual_seed(6))
+    assert not params.colour_on.any()
+    out, lab = pipe.apply(image, label, params)
+    for i in range(16):
+        bright, square = out[i].mean(0) > 0, lab[i] == 1
+        assert (bright & square).sum() / (bright | square).sum() > 0.85

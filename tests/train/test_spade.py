@@ -5,14 +5,19 @@ import pytest
 import torch
 
 from histolib.errors import ParamError
+from histolib.ops.ada import COLOUR, PAPER_OPS
+from histolib.train import spade as spade_module
 from histolib.train.features import random_net
 from histolib.train.spade import (
     PerceptualLoss,
     SpadeOptions,
     SpadeTrainer,
+    ema_beta,
+    ema_update,
     feature_matching_loss,
     hinge_d_loss,
     hinge_g_loss,
+    resolve_precision,
     synthesize,
     training_tensors,
 )
@@ -140,3 +145,121 @@ def test_bf16_precision_keeps_float32_outputs_and_weights_and_tracks_fp32():
 def test_unknown_precision_is_named():
     with pytest.raises(ParamError, match="precision"):
         SpadeTrainer(_tiny(precision="fp16"))
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny convolutions gain nothing from threads, and lose a lot to a busy machine's scheduler."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_precision_auto_follows_the_cpu_and_falls_back_to_fp32(monkeypatch):
+    monkeypatch.setattr(spade_module, "native_bf16", lambda: True)
+    assert resolve_precision("auto") == "bf16"
+    assert SpadeTrainer(_tiny(precision="auto")).precision == "bf16"
+    monkeypatch.setattr(spade_module, "native_bf16", lambda: False)
+    assert resolve_precision("auto") == "fp32"
+    assert SpadeTrainer(_tiny(precision="auto")).precision == "fp32"
+    assert resolve_precision("bf16") == "bf16" and resolve_precision("fp32") == "fp32"
+    assert isinstance(spade_module.native_bf16(), bool)
+
+
+def test_ema_beta_half_life_and_ramp_up():
+    assert ema_beta(8, 0.0, 10_000) == 0.0  # off
+    assert ema_beta(10, 0.01, 10_000) == pytest.approx(0.5)  # half-life 10 images, batch 10
+    assert ema_beta(8, 0.5, 0, rampup=0.05) == 0.0  # nothing seen yet: copy the weights
+    # ramp-up: half-life min(500, 0.05 * 1600 = 80) images
+    assert ema_beta(8, 0.5, 1600, rampup=0.05) == pytest.approx(0.5 ** (8 / 80))
+    assert ema_beta(8, 0.5, 10**6, rampup=0.05) == pytest.approx(0.5 ** (8 / 500))
+
+
+def test_ema_update_hand_case():
+    model = torch.nn.BatchNorm1d(2)
+    average = copy.deepcopy(model)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([3.0, -1.0]))
+        average.weight.copy_(torch.tensor([1.0, 1.0]))
+        model.running_mean.fill_(7.0)
+    ema_update(average, model, beta=0.75)
+    torch.testing.assert_close(average.weight.detach(), torch.tensor([0.75 * 1 + 0.25 * 3, 0.75 * 1 + 0.25 * -1]))
+    torch.testing.assert_close(average.bias.detach(), torch.zeros(2))
+    assert torch.equal(average.running_mean, model.running_mean)  # buffers are copied
+    ema_update(average, model, beta=0.0)
+    torch.testing.assert_close(average.weight.detach(), model.weight.detach())
+    with pytest.raises(ValueError, match="beta"):
+        ema_update(average, model, beta=1.5)
+
+
+def test_ema_generator_is_checkpointed_averaged_and_sampled(one_thread):
+    tr = SpadeTrainer(_tiny(ema_kimg=0.05, ema_rampup=0.0), seed=0)
+    assert tr.sampling_G is tr.G_ema and tr.modules["G_ema"] is tr.G_ema
+    assert not any(p.requires_grad for p in tr.G_ema.parameters())
+    start = copy.deepcopy(tr.G_ema.state_dict())
+    labels, real = _batch()
+    tr.train_step((labels, tr._fmt(real)), 0, torch.Generator().manual_seed(0))
+    beta = 0.5 ** (4 / 50)
+    for name, p in tr.G_ema.named_parameters():
+        expected = beta * start[name] + (1 - beta) * dict(tr.G.named_parameters())[name].detach()
+        torch.testing.assert_close(p, expected, atol=1e-6, rtol=1e-5)
+    rows = tr.sample((labels, real))
+    assert len(rows) == 4
+    assert SpadeTrainer(_tiny(), seed=0).sampling_G is not None
+    assert SpadeTrainer(_tiny(), seed=0).G_ema is None
+    with pytest.raises(ParamError, match="ema"):
+        SpadeTrainer(_tiny(ema_kimg=-1.0))
+
+
+def test_default_ada_is_the_papers_geometric_set():
+    assert SpadeOptions().ada_ops == PAPER_OPS == ("xflip", "rotate90", "rotate", "elastic")
+    assert not set(PAPER_OPS) & set(COLOUR)
+    pipe = SpadeTrainer(_tiny(ada_ops=PAPER_OPS)).augment
+    on = {k for k, v in pipe.strength.items() if v > 0}
+    assert on == set(PAPER_OPS)
+
+
+def _squares(n, size=32, side=12, seed=0):
+    """Toy task: a bright square at a random place (label 1) on a dark background (label 0)."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.zeros(n, size, size, dtype=torch.long)
+    for i in range(n):
+        y, x = torch.randint(0, size - side, (2,), generator=g).tolist()
+        labels[i, y:y + side, x:x + side] = 1
+    images = torch.where(labels[:, None].bool(), 0.7, -0.7).expand(n, 3, size, size).clone()
+    return labels, images + 0.05 * torch.randn(n, 3, size, size, generator=g)
+
+
+def _inside_minus_outside(tr, labels):
+    G = tr.sampling_G
+    was = G.training
+    G.eval()
+    with torch.no_grad():
+        out = G(tr.encode(labels), torch.zeros(len(labels), tr.opt.z_dim)).mean(1)
+    G.train(was)
+    inside = labels.bool()
+    return float(out[inside].mean() - out[~inside].mean())
+
+
+def test_a_tiny_spade_learns_to_follow_its_label_map(one_thread):
+    """After 60 steps on the toy task the output is bright where the (unseen) label map says 1 and
+    dark elsewhere: the label map, not a memorised layout, decides the image (issue 11)."""
+    tr = SpadeTrainer(_tiny(num_D=1, n_layers_D=2, ema_kimg=0.05), seed=0)
+    labels, images = _squares(64)
+    held_out, _ = _squares(16, seed=1)
+    before = _inside_minus_outside(tr, held_out)
+    for step in range(60):
+        g = torch.Generator().manual_seed(step)
+        idx = torch.randperm(64, generator=g)[:8]
+        tr.train_step((labels[idx], tr._fmt(images[idx])), step, g)
+    after = _inside_minus_outside(tr, held_out)
+    assert abs(before) < 0.05
+    assert after > 0.8, f"inside - outside = {after:.2f} (real: 1.4)"
+    # the same noise, two different maps: the square moves with the map
+    a, b = held_out[:1], held_out[1:2]
+    G = tr.sampling_G
+    with torch.no_grad():
+        za = G(tr.encode(a), torch.zeros(1, 2)).mean(1)[0]
+        zb = G(tr.encode(b), torch.zeros(1, 2)).mean(1)[0]
+    assert float(za[a[0].bool()].mean() - zb[a[0].bool() & ~b[0].bool()].mean()) > 0.5
