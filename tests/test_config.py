@@ -116,9 +116,9 @@ def test_every_learning_rate_has_a_sane_maximum():
 def test_exponent_floats_are_numbers(tmp_path):
     path = tmp_path / "params.yaml"
     text = (ROOT / "params.yaml").read_text()
-    path.write_text(text.replace("  lr: 0.001\n", "  lr: 1e-3\n", 1).replace("  lr_G: 0.0001\n", "  lr_G: 1E-4\n"))
+    path.write_text(text.replace("  lr: 0.001\n", "  lr: 1e-3\n", 1).replace("  lr: 0.0002\n", "  lr: 2E-4\n"))
     P = load_params("smoke", path=path)
-    assert P.unet.lr == 0.001 and P.spade.lr_G == 0.0001
+    assert P.unet.lr == 0.001 and P.pix2pix.lr == 0.0002
     assert load_params("smoke", {"unet.lr": "2e-3"}).unet.lr == 0.002  # a string that parses as a float
 
 
