@@ -148,17 +148,19 @@ class ObjectCrop:
     origin: tuple[int, int]
 
 
-def object_crops(image, labels, cls: int, size: int, min_area: int = 1) -> list[ObjectCrop]:
+def object_crops(image, labels, cls: int, size: int, min_area: int = 1, complete: bool = False) -> list[ObjectCrop]:
     """Fig. 3 of the paper: a crop centred on the minimum enclosing circle of each object of class ``cls``.
 
-    Objects are the 8-connected components of ``labels == cls`` with at least ``min_area`` pixels.
+    Objects are the 8-connected components of ``labels == cls`` with at least ``min_area`` pixels; with
+    ``complete``, objects touching the image border (cut by it) are skipped.
 
     Args:
         image: ``(H, W, 3)`` uint8.
         labels: ``(H, W)`` class map (e.g. 0 other, 1 normal, 2 sclerosed glomerulus).
         cls: the class whose objects are cropped.
         size: crop side in px.
-        min_area: smaller components (cut slivers at the border) are skipped.
+        min_area: smaller components are skipped.
+        complete: skip objects that touch the image border.
 
     Returns:
         One :class:`ObjectCrop` per object, in label order (row-major first pixel).
@@ -170,7 +172,7 @@ def object_crops(image, labels, cls: int, size: int, min_area: int = 1) -> list[
     out = []
     for k in range(1, n + 1):
         m = comp == k
-        if m.sum() < min_area:
+        if m.sum() < min_area or (complete and (m[0].any() or m[-1].any() or m[:, 0].any() or m[:, -1].any())):
             continue
         c = mask_circle(m)
         out.append(ObjectCrop(centred_crop(image, c.cy, c.cx, size, "reflect"),

@@ -109,3 +109,13 @@ def test_free_and_sampled_centres_keep_the_disc_inside():
         cy, cx = CR.sample_centre(allowed, 2.0, rng)
         assert allowed[_disc(allowed.shape, cy, cx, 2.0)].all()
     assert CR.sample_centre(allowed, 6.0, rng) is None
+
+
+def test_object_crops_complete_skips_objects_cut_by_the_border():
+    labels = np.zeros((32, 32), np.uint8)
+    labels[_disc(labels.shape, 16, 16, 4)] = 2
+    labels[_disc(labels.shape, 0, 10, 3)] = 2
+    image = np.zeros((32, 32, 3), np.uint8)
+    assert len(CR.object_crops(image, labels, 2, 16)) == 2
+    only = CR.object_crops(image, labels, 2, 16, complete=True)
+    assert len(only) == 1 and only[0].circle.cy == pytest.approx(16)
