@@ -68,7 +68,7 @@ def _load_encoder(net: nn.Module, path: str | os.PathLike) -> str:
 
 def build_segmenter(name: str, n_classes: int = 3, decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16),
                     unet_width: int = 64, unetpp_encoder: str = "resnet34", encoder_weights: str = "",
-                    seed: int = 0) -> Segmenter:
+                    seed: int = 0, bn_momentum: float = 0.0) -> Segmenter:
     """Build one of :data:`MODELS` (module docstring), seeded with ``seed``; never downloads.
 
     Args:
@@ -79,6 +79,10 @@ def build_segmenter(name: str, n_classes: int = 3, decoder_channels: tuple[int, 
         unetpp_encoder: smp encoder of U-Net++.
         encoder_weights: local EfficientNet-B3 weights file for ``effb3_unet`` (``''``: random init).
         seed: weight initialisation seed.
+        bn_momentum: when > 0, the momentum of every batch-norm layer's running statistics. smp's
+            EfficientNet keeps TensorFlow's 0.99 decay (PyTorch momentum 0.01): after a few hundred steps from
+            random weights its running statistics are still mostly their initial values and the model in
+            eval mode predicts background only. Short runs set PyTorch's default 0.1 (0: keep each network's).
     """
     if name not in MODELS:
         raise ParamError(f"unknown segmentation model {name!r}; one of {list(MODELS)}")
@@ -87,8 +91,8 @@ def build_segmenter(name: str, n_classes: int = 3, decoder_channels: tuple[int, 
         raise ParamError(f"decoder_channels needs 5 widths, got {list(decoder_channels)}")
     torch.manual_seed(seed)
     if name == "unet":
-        return Segmenter(UNet(3, n_classes, unet_width, 5), name, "random init (classic U-Net, no encoder backbone)",
-                         16)
+        return _momentum(Segmenter(UNet(3, n_classes, unet_width, 5), name,
+                                   "random init (classic U-Net, no encoder backbone)", 16), bn_momentum)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import segmentation_models_pytorch as smp
@@ -100,4 +104,12 @@ def build_segmenter(name: str, n_classes: int = 3, decoder_channels: tuple[int, 
         net = smp.UnetPlusPlus(unetpp_encoder, encoder_weights=None, classes=n_classes,
                                decoder_channels=decoder_channels)
         encoder = f"{unetpp_encoder}, random init"
-    return Segmenter(net, name, encoder, 32)
+    return _momentum(Segmenter(net, name, encoder, 32), bn_momentum)
+
+
+def _momentum(seg: Segmenter, momentum: float) -> Segmenter:
+    if momentum > 0:
+        for m in seg.net.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.momentum = momentum
+    return seg

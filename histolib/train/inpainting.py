@@ -47,7 +47,7 @@ from histolib.ops.crops import gap_input, local_region
 from histolib.train.features import FeatureNet
 
 __all__ = ["PRECISIONS", "LOSS_TERMS", "InpaintOptions", "InpaintTrainer", "MaskGanOptions", "MaskGanTrainer",
-           "weighted_total", "gram", "feature_losses", "inpaint", "generate_masks", "crops_to_tensors"]
+           "weighted_total", "gram", "feature_losses", "inpaint", "generate_masks", "crops_to_tensors", "random_affine"]
 
 PRECISIONS = ("fp32", "bf16")
 # Eq. 12: loss term -> the InpaintOptions weight that multiplies it
@@ -270,7 +270,11 @@ class InpaintTrainer:
 
 @dataclass
 class MaskGanOptions:
-    """Options of the mask DCGAN (DCGAN reference values as defaults: z 100, widths 64, Adam 2e-4, 0.5)."""
+    """Options of the mask DCGAN (DCGAN reference values as defaults: z 100, widths 64, Adam 2e-4, 0.5).
+
+    ``augment``: random flips and 90-degree rotations of the real masks; ``rotate``: in addition a random
+    rotation by any angle and an anisotropic rescaling by up to +-``stretch`` (bilinear; our addition: the
+    DCGAN sees a few dozen masks at CPU scale and collapses to one shape without it)."""
 
     size: int = 64
     z_dim: int = 100
@@ -280,6 +284,8 @@ class MaskGanOptions:
     beta1: float = 0.5
     beta2: float = 0.999
     augment: bool = True
+    rotate: bool = True
+    stretch: float = 0.15
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -304,6 +310,8 @@ class MaskGanTrainer:
         real = batch[0]
         if self.opt.augment:
             real, _ = random_flip_rot90(real, None, p=0.5, generator=generator)
+        if self.opt.rotate:
+            real = random_affine(real, self.opt.stretch, generator)
         z = torch.randn(len(real), self.opt.z_dim, generator=generator)
         fake = self.G(z)
         ones, zeros = torch.ones(len(real)), torch.zeros(len(real))
@@ -340,6 +348,19 @@ class MaskGanTrainer:
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+
+def random_affine(x: torch.Tensor, stretch: float, generator: torch.Generator) -> torch.Tensor:
+    """Rotate each ``(B, C, S, S)`` image in ``[-1, 1]`` by a uniform angle and scale its axes by factors in
+    ``[1 - stretch, 1 + stretch]`` about the centre (bilinear; outside filled with -1, the mask background)."""
+    b = len(x)
+    theta = torch.rand(b, generator=generator) * 2 * torch.pi
+    sy, sx = 1 + stretch * (2 * torch.rand(2, b, generator=generator) - 1)
+    cos, sin = torch.cos(theta), torch.sin(theta)
+    mat = torch.stack([torch.stack([cos / sx, -sin / sx, torch.zeros(b)], 1),
+                       torch.stack([sin / sy, cos / sy, torch.zeros(b)], 1)], 1)
+    grid = F.affine_grid(mat, list(x.shape), align_corners=False)
+    return F.grid_sample(x + 1, grid, mode="bilinear", padding_mode="zeros", align_corners=False) - 1
 
 
 # --------------------------------------------------------------------------------------------------
