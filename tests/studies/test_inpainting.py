@@ -216,3 +216,42 @@ def test_real_mode_rejects_bad_classes(tmp_path):
     P = load_params("smoke", {"inpainting.source": str(folder)})
     with pytest.raises(DataError, match="GS or nonGS"):
         ip.load_data(P)
+
+
+def test_seg_precision_auto():
+    assert ip.seg_precision("auto", "effb3_unet") == "fp32"
+    assert ip.seg_precision("auto", "unetpp") == "bf16" and ip.seg_precision("fp32", "unet") == "fp32"
+
+
+def test_mask_bank_cleans_scales_and_falls_back_to_real_masks():
+    import torch
+
+    from histolib.models.dcgan import DCGANGenerator
+
+    P = load_params("smoke", {"inpainting.mask_size": 16})
+    real = np.stack([_disc(32, 16, 16, r) for r in (5, 6, 7, 8)]).astype(np.uint8)
+
+    class Blob(torch.nn.Module):  # a "generator" drawing a disc of random radius
+        z_dim, size, training = 4, 16, False
+
+        def eval(self):
+            return self
+
+        def train(self, mode=True):
+            return self
+
+        def __call__(self, z):
+            yy, xx = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
+            r = 2 + 3 * z[:, :1].abs().clamp(max=1)
+            d = ((yy - 8) ** 2 + (xx - 8) ** 2).sqrt()
+            return (torch.where(d[None] <= r[:, :, None], 1.0, -1.0))[:, None]
+
+    bank = ip.mask_bank(Blob(), 6, real, P, seed=0)
+    assert bank.scaled.shape == (6, 32, 32) and bank.n_real_fallback == 0
+    assert bank.scaled_sizes.min() >= bank.real_sizes.min() - 1.5
+    assert bank.scaled_sizes.max() <= bank.real_sizes.max() + 1.5
+    empty = DCGANGenerator(16, z_dim=4, ngf=2)
+    torch.nn.init.zeros_(empty.net[-2].weight)
+    torch.nn.init.constant_(empty.net[-2].bias, -5.0)  # tanh(-5): nothing above the threshold
+    fb = ip.mask_bank(empty, 3, real, P, seed=0, max_rounds=1)
+    assert fb.n_real_fallback == 3 and fb.clean.sum() > 0

@@ -137,3 +137,15 @@ def test_mask_gan_step_and_samples():
     m = generate_masks(tr.G, 5, seed=1)
     assert m.shape == (5, 16, 16) and m.min() >= 0 and m.max() <= 1
     np.testing.assert_array_equal(m, generate_masks(tr.G, 5, seed=1))
+
+
+def test_random_affine_keeps_masks_in_range_and_background():
+    from histolib.train.inpainting import random_affine
+
+    x = -torch.ones(4, 1, 16, 16)
+    x[:, :, 5:11, 6:10] = 1
+    y = random_affine(x, 0.15, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape and y.min() >= -1 - 1e-6 and y.max() <= 1 + 1e-6
+    assert torch.all(y[:, :, 0, 0] == -1)  # corners stay background
+    assert not torch.allclose(y, x)
+    torch.testing.assert_close(y.gt(0).float().sum((1, 2, 3)), x.gt(0).float().sum((1, 2, 3)), atol=12, rtol=0.5)

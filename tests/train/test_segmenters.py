@@ -79,3 +79,30 @@ def test_predict_pads_sizes_that_are_not_multiples():
     seg = build_segmenter("unet", 3, unet_width=2)
     out = predict_classes(seg, np.zeros((2, 20, 28, 3), np.uint8))
     assert out.shape == (2, 20, 28) and out.dtype == np.uint8
+
+
+def test_foreground_windows_are_centred_near_glomeruli():
+    from histolib.train.gan import step_generator
+    from histolib.train.segmenters import _batch
+
+    labels = torch.zeros(2, 64, 64, dtype=torch.long)
+    labels[1, 40:44, 8:12] = 2
+    images = torch.zeros(2, 3, 64, 64, dtype=torch.uint8)
+    fg = torch.nonzero(labels > 0)
+    opts = SegOptions(batch_size=16, crop=16, fg_fraction=1.0, augment_p=0.0)
+    _, y = _batch(images, labels, opts, step_generator(0, 0), fg)
+    assert (y == 2).flatten(1).any(1).all()  # every window holds the glomerulus (jitter <= a quarter window)
+    uniform = SegOptions(batch_size=16, crop=16, fg_fraction=0.0, augment_p=0.0)
+    _, y0 = _batch(images, labels, uniform, step_generator(0, 0), fg)
+    assert not (y0 == 2).flatten(1).any(1).all()
+
+
+def test_bn_momentum_is_applied_to_every_batch_norm():
+    from histolib.models.segmenters import build_segmenter
+
+    seg = build_segmenter("effb3_unet", 3, (8, 8, 8, 8, 8), bn_momentum=0.1)
+    bns = [m for m in seg.net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert bns and all(m.momentum == 0.1 for m in bns)
+    default = build_segmenter("effb3_unet", 3, (8, 8, 8, 8, 8))
+    assert any(m.momentum == pytest.approx(0.01) for m in default.net.encoder.modules()
+               if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
