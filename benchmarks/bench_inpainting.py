@@ -20,7 +20,9 @@ AOT blocks, batch 16; segmenters on 64-px windows, batch 8, decoder widths of th
 
 Timing: warm-up, then ``steps`` rounds of one step of each variant in turn; img/s from the median step time, the
 speed-up from the median of the per-round time ratios. Other processes on the machine skew absolute numbers;
-alternating single steps keeps ratios fair. Record the machine load (written beside the numbers).
+alternating single steps keeps ratios fair. Record the machine load (written beside the numbers). On a shared
+machine two torch threads stall on every small op; there, compare with ``torch.set_num_threads(1)``
+(``--threads 1``).
 """
 
 from __future__ import annotations
@@ -132,7 +134,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=12, help="timed rounds")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="2 rounds, print only")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rounds = 2 if args.quick else args.steps
     tune_cpu_allocator()
     P = load_params("cpu")
@@ -143,12 +148,18 @@ def main() -> None:
     ours = {p: InpaintTrainer(dataclasses.replace(inpaint_options(P), precision=p), 0, feats) for p in ("fp32", "bf16")}
     plain = PlainInpaintLoop(ours["fp32"])
     x, m = _batch(size, bs)
-    # same networks and losses: the straightforward loop's losses equal ours on one batch (fp32, same weights)
+    # same networks and losses: the straightforward loop's losses equal ours on one batch (fp32, same weights; eval
+    # mode, so batch norm uses running statistics: in training mode ours normalises D's stacked batch of the four
+    # inputs together, the straightforward loop each input alone)
     with torch.no_grad():
+        for net in (plain.G, plain.D, ours["fp32"].G, ours["fp32"].D):
+            net.eval()
         d_p, g_p = plain.losses(x, m)
         xr = ours["fp32"].generate(x, m)
         ro, rr = local_region(x, m), local_region(xr, m)
         d_o = ours["fp32"].d_loss(x, xr, ro, rr)
+        for net in (plain.G, plain.D, ours["fp32"].G, ours["fp32"].D):
+            net.train()
     check = {"D loss plain": float(d_p), "D loss ours": float(d_o["loss_D_global"] + d_o["loss_D_local"])}
     variants = {"ours fp32": (ours["fp32"], bs), "ours bf16": (ours["bf16"], bs), "plain fp32": (plain, bs)}
     seg = {f"{n} {p}": (_seg_step(n, c, size, c.seg_batch, p), c.seg_batch) for n in MODELS for p in ("fp32", "bf16")}

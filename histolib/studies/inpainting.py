@@ -640,7 +640,7 @@ def network_table(P) -> list[dict]:
             {"network": "D (global = local)" if o.share_discriminators else "D global / D local",
              "input": f"{s} px", "parameters": count_parameters(t.D) * (1 if o.share_discriminators else 2),
              "layout": f"{o.d_layers} convs 4x4 ({t.D.n_down} stride 2), ndf {o.ndf}, patch map 4 x 4"},
-            {"network": "mask DCGAN G / D", "input": f"z {m.opt.z_dim} -> {s} px mask",
+            {"network": "mask DCGAN G / D", "input": f"z {m.opt.z_dim} -> {m.opt.size} px mask (upsampled to {s} px)",
              "parameters": f"{count_parameters(m.G)} / {count_parameters(m.D)}",
              "layout": f"ngf {m.opt.ngf}, ndf {m.opt.ndf}"}]
 
@@ -1584,7 +1584,20 @@ def metrics_summary(rows, quality, faith, claims_rows, replicates, cond, roles, 
             "generators": [{"g": r.g, "seed": r.seed, "inpainting_seconds": r.inpainter.seconds,
                             "mask_seconds": r.mask_seconds, "backbone": r.inpainter.backbone,
                             "steps": r.inpainter.log[-1]["step"] if r.inpainter.log else 0} for r in replicates],
-            "claims": claims_rows, "table_conditions": cond.to_dict(), "decisions": list(DECISIONS)}
+            "claims": claims_rows, "table_conditions": cond.to_dict(), "decisions": list(DECISIONS),
+            "packages": _versions(("segmentation-models-pytorch", "timm"))}
+
+
+def _versions(names) -> dict:
+    import importlib.metadata
+
+    out = {}
+    for n in names:
+        try:
+            out[n] = importlib.metadata.version(n)
+        except importlib.metadata.PackageNotFoundError:
+            out[n] = None
+    return out
 
 
 def save_curves(rows: list[dict], path) -> Path:
