@@ -43,7 +43,6 @@ Decisions where the paper is silent are listed in :data:`DECISIONS` (printed by 
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -504,10 +503,9 @@ class Replicate:
 
 
 def _args(P, kind: str, opts, crops: CropSet, extra: dict) -> dict:
-    from histolib.train.checkpoint import data_fingerprint
+    from histolib.train.checkpoint import fingerprint
 
-    return {"kind": kind, "options": opts.to_dict(), **extra,
-            "train_digest": data_fingerprint(crops.images, crops.masks)}
+    return {"kind": kind, "options": opts.to_dict(), **extra, "data": fingerprint(crops.images, crops.masks)}
 
 
 def train_inpainter(P, crops: CropSet, out_dir, seed: int, features=None, progress: bool = True):
@@ -524,8 +522,7 @@ def train_inpainter(P, crops: CropSet, out_dir, seed: int, features=None, progre
     Returns:
         :class:`histolib.train.inpainting.TrainedInpainter`.
     """
-    from histolib.fileio import write_json
-    from histolib.train.gan import TensorBatches, load_complete, load_task_state, read_log, train_gan
+    from histolib.train.gan import TensorBatches, complete_run, load_task_state, read_log, train_gan
     from histolib.train.inpainting import InpaintTrainer, TrainedInpainter, crops_to_tensors
 
     c = P.inpainting
@@ -538,23 +535,20 @@ def train_inpainter(P, crops: CropSet, out_dir, seed: int, features=None, progre
         "batch_size": c.batch_size, "features": {"net": kind, "weights": c.perceptual_weights,
                                                  "encoder_steps": c.feature_steps if kind == "encoder" else 0}})
     trainer = InpaintTrainer(opts, seed)
-    done = load_complete(out_dir, args, steps, seed)
-    summary_path = Path(out_dir) / "checkpoints" / "COMPLETE.json"
-    if done is not None:
-        load_task_state(trainer, done)
-        summary = json.loads(summary_path.read_text())
+    done = complete_run(out_dir, args, steps, seed)
+    if done is not None:  # a finished run (e.g. the nb04_train stage's output): load, write nothing
+        load_task_state(trainer, done.checkpoint)
         trainer.G.eval()
-        return TrainedInpainter(trainer, read_log(out_dir), float(summary.get("seconds", 0.0)), Path(out_dir),
-                                summary.get("backbone", kind))
+        return TrainedInpainter(trainer, read_log(out_dir), float(done.summary.get("seconds", 0.0)), Path(out_dir),
+                                done.summary.get("backbone", kind))
     trainer.features = features() if features is not None else None
     x, m = crops_to_tensors(crops.images, crops.masks)
     n = min(c.n_grid, len(x))
     result = train_gan(trainer, TensorBatches(x, m, batch_size=c.batch_size), steps=steps, out_dir=out_dir,
                        seed=seed, args=args, fixed_batch=(x[:n], m[:n]),
                        checkpoint_every=min(c.checkpoint_every, steps), sample_every=min(c.checkpoint_every, steps),
-                       log_every=max(1, steps // 500), progress=progress, desc=f"inpainting GAN seed {seed}")
-    if summary_path.is_file():
-        write_json(summary_path, {**json.loads(summary_path.read_text()), "backbone": trainer.backbone})
+                       log_every=max(1, steps // 500), progress=progress, desc=f"inpainting GAN seed {seed}",
+                       summary={"backbone": trainer.backbone})  # recorded with the completion, read back on load
     trainer.G.eval()
     return TrainedInpainter(trainer, result.log, result.seconds, Path(out_dir), trainer.backbone)
 
@@ -562,7 +556,8 @@ def train_inpainter(P, crops: CropSet, out_dir, seed: int, features=None, progre
 def train_mask_gan(P, masks: np.ndarray, out_dir, seed: int, progress: bool = True):
     """Train (or load) the mask DCGAN on the real sclerosed masks ``(N, S, S)``; returns
     ``(MaskGanTrainer, log, seconds)``."""
-    from histolib.train.gan import TensorBatches, load_complete, load_task_state, read_log, train_gan
+    from histolib.train.checkpoint import fingerprint
+    from histolib.train.gan import TensorBatches, complete_run, load_task_state, read_log, train_gan
     from histolib.train.inpainting import MaskGanTrainer
 
     c = P.inpainting
@@ -571,17 +566,14 @@ def train_mask_gan(P, masks: np.ndarray, out_dir, seed: int, progress: bool = Tr
         raise DataError("no sclerosed glomerulus mask to train the mask DCGAN on")
     opts = mask_options(P)
     steps = gan_steps(c.mask_epochs, len(masks), c.mask_batch)
-    from histolib.train.checkpoint import data_fingerprint
-
     args = {"kind": "mask_dcgan", "options": opts.to_dict(), "batch_size": c.mask_batch,
-            "train_digest": data_fingerprint(masks)}
+            "data": fingerprint(masks)}
     trainer = MaskGanTrainer(opts, seed)
-    done = load_complete(out_dir, args, steps, seed)
+    done = complete_run(out_dir, args, steps, seed)
     if done is not None:
-        load_task_state(trainer, done)
-        summary = json.loads((Path(out_dir) / "checkpoints" / "COMPLETE.json").read_text())
+        load_task_state(trainer, done.checkpoint)
         trainer.G.eval()
-        return trainer, read_log(out_dir), float(summary.get("seconds", 0.0))
+        return trainer, read_log(out_dir), float(done.summary.get("seconds", 0.0))
     x = torch.from_numpy(masks.astype(np.float32))[:, None]
     if opts.size != x.shape[-1]:  # area-average to the DCGAN's size: soft edges
         x = torch.nn.functional.interpolate(x, size=(opts.size, opts.size), mode="area")

@@ -27,7 +27,6 @@ state is twice its 13 M weights); a finished run with the same arguments and dat
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -41,7 +40,7 @@ from histolib.errors import ParamError
 from histolib.metrics.multiclass import per_class_scores
 from histolib.models.segmenters import Segmenter, build_segmenter
 from histolib.ops.augment import random_flip_rot90
-from histolib.train.checkpoint import Checkpointer
+from histolib.train.checkpoint import Checkpointer, fingerprint
 from histolib.train.gan import step_generator
 from histolib.train.monitor import TrainingLog, check_finite
 
@@ -188,13 +187,6 @@ def _batch(x_all: torch.Tensor, y_all: torch.Tensor, opts: SegOptions, gen: torc
     return x.contiguous(memory_format=CL), y
 
 
-def _digest(*arrays) -> str:
-    h = hashlib.sha1()
-    for a in arrays:
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()[:16]
-
-
 def train_segmenter(train_images, train_labels, val_images, val_labels, opts: SegOptions, seed: int, out_dir,
                     progress: bool = False) -> SegResult:
     """Train (or resume, or load) one segmenter; returns the validation-chosen model.
@@ -220,13 +212,14 @@ def train_segmenter(train_images, train_labels, val_images, val_labels, opts: Se
         raise ParamError(f"train_labels hold values outside [0, {opts.n_classes})")
     fg = torch.nonzero(y_all > 0) if opts.fg_fraction > 0 else None
     args = {**opts.to_dict(), "seed": int(seed), "n_train": len(x_all),
-            "train_digest": _digest(train_images, train_labels)}
+            "data": fingerprint(train_images, train_labels)}
     out_dir = Path(out_dir)
     ckpt = Checkpointer(out_dir, args)
     seg = build_segmenter(opts.model, opts.n_classes, opts.decoder_channels, opts.unet_width, opts.unetpp_encoder,
                           opts.encoder_weights, seed, opts.bn_momentum)
     net = seg.net.to(memory_format=CL)
-    if ckpt.is_complete():  # read-only: a finished run may be another stage's output
+    run = ckpt.run()  # the study's one rule: new / resume / complete (read-only)
+    if run.status == "complete":  # a finished run may be another stage's output: load, write nothing
         best = ckpt.load_best()
         net.load_state_dict(best["model"])
         rows = TrainingLog.read_file(out_dir / "log.jsonl", up_to_step=best["steps_done"])
@@ -235,8 +228,8 @@ def train_segmenter(train_images, train_labels, val_images, val_labels, opts: Se
     opt = torch.optim.Adam(net.parameters(), lr=opts.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=opts.steps, eta_min=opts.eta_min)
     start, best_step, best_val, seconds, best_state = 0, 0, -math.inf, 0.0, None
-    state = ckpt.load_last()
-    if state is not None and state.get("args") == ckpt.args and "optimizer" in state:
+    state = run.checkpoint if run.status == "resume" else None
+    if state is not None and "optimizer" in state:
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -279,11 +272,11 @@ def train_segmenter(train_images, train_labels, val_images, val_labels, opts: Se
                                  "scheduler": sched.state_dict(), "best_model": best_state, **counters})
             net.train()
             total, seen, t0 = 0.0, 0, time.perf_counter()
-    # the finished run keeps only the chosen weights (best.pt): a run's optimiser state is 2x its weights
+    # the finished run keeps only the chosen weights (best.pt, and last.pt without the optimiser state,
+    # which is 2x the weights): COMPLETE.json vouches for both by their sha256
     if best_state is None:  # no finite validation score at all: keep the last weights
         best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
     ckpt.save(opts.steps, {"model": best_state, **counters}, best=True)
-    ckpt.last_path.unlink(missing_ok=True)
     net.load_state_dict(best_state)
     ckpt.mark_complete({"best_step": best_step, "best_val": best_val, "seconds": seconds})
     net.eval()
