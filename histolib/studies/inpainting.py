@@ -87,7 +87,7 @@ class InpaintingParams:
     batch_size: int = knob("crops per step (paper: 16)", min=1)
     epochs: float = knob("epochs over the training crops (paper: 100); steps = ceil(epochs * crops / batch)",
                          min=0.001)
-    lr: float = knob("Adam learning rate of G and D (paper: 1e-4)", min=0.0)
+    lr: float = knob("Adam learning rate of G and D (paper: 1e-4)", min=0.0, max=1.0)
     beta1: float = knob("Adam beta1 (paper: 0.5)", min=0.0, max=1.0)
     beta2: float = knob("Adam beta2 (paper: 0.999)", min=0.0, max=1.0)
     lambda_adv: float = knob("adversarial weight, both discriminators (paper: 0.02)", min=0.0)
@@ -110,7 +110,7 @@ class InpaintingParams:
     mask_ndf: int = knob("DCGAN discriminator width (DCGAN: 64)", min=1)
     mask_batch: int = knob("DCGAN masks per step (DCGAN: 128)", min=1)
     mask_epochs: float = knob("DCGAN epochs over the real masks", min=0.001)
-    mask_lr: float = knob("DCGAN Adam learning rate (DCGAN: 2e-4, beta1 0.5)", min=0.0)
+    mask_lr: float = knob("DCGAN Adam learning rate (DCGAN: 2e-4, beta1 0.5)", min=0.0, max=1.0)
     mask_threshold: float = knob("grey level above which a generated pixel is mask", min=0.0, max=1.0)
     mask_min_area: float = knob("regions smaller than this fraction of the mean real mask area are removed",
                                 min=0.0, max=1.0)
@@ -128,7 +128,7 @@ class InpaintingParams:
                           "paper-profile tiles at batch 8)", min=1)
     seg_batch: int = knob("windows per segmentation step (paper: 8)", min=1)
     seg_crop: int = knob("training window side in px (0: whole tiles, the paper's 1024-px inputs)", min=0)
-    seg_lr: float = knob("segmentation Adam learning rate (not given by the paper)", min=0.0)
+    seg_lr: float = knob("segmentation Adam learning rate (not given by the paper)", min=0.0, max=1.0)
     seg_eta_min: float = knob("cosine annealing floor (paper: 1e-5)", min=0.0)
     seg_eval_every: int = knob("steps between validations (best validation model kept)", min=1)
     augment_p: float = knob("flip / 90-degree rotation probability of 'traditional augmentation'", min=0.0, max=1.0)
