@@ -14,7 +14,7 @@ import torch
 
 RECORDED_PACKAGES = (
     "torch", "torchvision", "numpy", "scipy", "scikit-image", "matplotlib", "seaborn",
-    "papermill", "dvc", "segmentation-models-pytorch", "timm",
+    "papermill", "dvc",
 )
 
 
