@@ -65,38 +65,35 @@ class PlainInpaintLoop:
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=o.lr, betas=(o.beta1, o.beta2))
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=o.lr, betas=(o.beta1, o.beta2))
 
+    def _d_loss(self, x, x_rec, r_ori, r_rec):
+        return (self.D(x_rec.detach()).pow(2).mean() + (1 - self.D(x)).pow(2).mean()
+                + self.D(r_rec.detach()).pow(2).mean() + (1 - self.D(r_ori)).pow(2).mean())
+
+    def _g_loss(self, x, m, x_rec, r_ori, r_rec):
+        o = self.opt
+        feats_rec, feats = self.features(x_rec), self.features(x)
+        per = sum(F.l1_loss(a, b) for a, b in zip(feats_rec, feats, strict=True))
+        sty = sum(F.l1_loss(gram(a), gram(b)) for a, b in zip(feats_rec, feats, strict=True))
+        sty = sty / len(self.features.stages)
+        return (o.lambda_adv * ((1 - self.D(x_rec)).pow(2).mean() + (1 - self.D(r_rec)).pow(2).mean())
+                + o.lambda_l1_global * (x - x_rec).abs().mean()
+                + o.lambda_l1_local * (r_ori - r_rec).abs().sum() / (3 * m.sum()).clamp_min(1)
+                + o.lambda_perceptual * per + o.lambda_style * sty)
+
     def losses(self, x, m):
         x_rec = self.G(gap_input(x, m))
         r_ori, r_rec = local_region(x, m), local_region(x_rec, m)
-        d_loss = (self.D(x_rec.detach()).pow(2).mean() + (1 - self.D(x)).pow(2).mean()
-                  + self.D(r_rec.detach()).pow(2).mean() + (1 - self.D(r_ori)).pow(2).mean())
-        o = self.opt
-        per = sum(F.l1_loss(a, b) for a, b in zip(self.features(x_rec), self.features(x), strict=True))
-        sty = sum(F.l1_loss(gram(a), gram(b)) for a, b in zip(self.features(x_rec), self.features(x), strict=True))
-        sty = sty / len(self.features.stages)
-        g_loss = (o.lambda_adv * ((1 - self.D(x_rec)).pow(2).mean() + (1 - self.D(r_rec)).pow(2).mean())
-                  + o.lambda_l1_global * (x - x_rec).abs().mean()
-                  + o.lambda_l1_local * (r_ori - r_rec).abs().sum() / (3 * m.sum()).clamp_min(1)
-                  + o.lambda_perceptual * per + o.lambda_style * sty)
-        return d_loss, g_loss
+        return self._d_loss(x, x_rec, r_ori, r_rec), self._g_loss(x, m, x_rec, r_ori, r_rec)
 
     def train_step(self, batch, step, generator):
         x, m = batch
         x_rec = self.G(gap_input(x, m))
         r_ori, r_rec = local_region(x, m), local_region(x_rec, m)
-        d_loss = (self.D(x_rec.detach()).pow(2).mean() + (1 - self.D(x)).pow(2).mean()
-                  + self.D(r_rec.detach()).pow(2).mean() + (1 - self.D(r_ori)).pow(2).mean())
+        d_loss = self._d_loss(x, x_rec, r_ori, r_rec)
         self.opt_d.zero_grad()
         d_loss.backward()
         self.opt_d.step()
-        o = self.opt
-        per = sum(F.l1_loss(a, b) for a, b in zip(self.features(x_rec), self.features(x), strict=True))
-        sty = sum(F.l1_loss(gram(a), gram(b)) for a, b in zip(self.features(x_rec), self.features(x), strict=True))
-        sty = sty / len(self.features.stages)
-        g_loss = (o.lambda_adv * ((1 - self.D(x_rec)).pow(2).mean() + (1 - self.D(r_rec)).pow(2).mean())
-                  + o.lambda_l1_global * (x - x_rec).abs().mean()
-                  + o.lambda_l1_local * (r_ori - r_rec).abs().sum() / (3 * m.sum()).clamp_min(1)
-                  + o.lambda_perceptual * per + o.lambda_style * sty)
+        g_loss = self._g_loss(x, m, x_rec, r_ori, r_rec)  # after D's step, as a plain loop does
         self.opt_g.zero_grad()
         g_loss.backward()
         self.opt_g.step()
