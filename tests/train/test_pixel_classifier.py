@@ -9,6 +9,16 @@ from histolib.ops.pixel_features import write_pixel_features
 from histolib.train.pixel_classifier import PixelClassifierOptions, class_accuracy, predict_file, train_pixel_classifier
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny networks: one torch thread (two threads spin-wait on every small op of a shared 2-core machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+
 def _separable(tmp_path, name, n, seed, size=4, d=6, classes=3):
     """Per-pixel features = one-hot of the class (+ noise) in the first `classes` channels."""
     rng = np.random.default_rng(seed)
