@@ -40,7 +40,7 @@ import torch
 
 from histolib import report
 from histolib.config import knob, section
-from histolib.errors import DataError, ParamError
+from histolib.errors import CheckpointError, DataError, ParamError
 from histolib.repro import replicate_seeds
 
 PAPER = "002"
@@ -78,8 +78,10 @@ class DatasetGANParams:
                        "whitespace, 1 tubulointerstitium, 2 glomerulus, 3 arteriole, 4 artery) for the annotator")
     real_split: list[float] = knob("real folder: fractions of labelled images for the annotator's train / val / "
                                    "test (split by slide)", min=0.0, length=3)
-    glomerulus_diameter: float = knob("phantom: mean glomerulus diameter in px at the GAN's resolution", min=4.0)
-    nucleus_diameter: float = knob("phantom: mean nucleus diameter in px at the GAN's resolution", min=1.0)
+    glomerulus_size: float = knob("phantom: mean glomerulus diameter as a fraction of the tile side (one glomerulus "
+                                  "per tile at 0.5; arterioles are 0.18-0.32 and arteries 0.6-1.2 of it)",
+                                  min=0.05, max=2.0)
+    nucleus_size: float = knob("phantom: mean nucleus diameter as a fraction of the tile side", min=0.005, max=0.5)
     n_gan_tiles: int = knob("unlabelled phantom tiles the GAN trains on (paper: 32,732 real tiles)", min=1)
     n_labelled: list[int] = knob("labelled phantom tiles [train, val, test]: the annotator's data; test is also "
                                  "the held-out set of the beyond-the-paper segmentation", min=1, length=3)
@@ -164,8 +166,8 @@ def resolution(P) -> int:
 def render_tiles(P, split: str, n: int, progress: bool = False) -> LabelledSet:
     """``n`` phantom tiles of ``split`` at the GAN's resolution, with their compartment maps.
 
-    Rendered directly at the resolution (``render_tile`` anti-aliases every edge analytically), with
-    ``glomerulus_diameter`` and ``nucleus_diameter`` in px at that resolution and ``data.stain`` /
+    Rendered directly at the resolution ``R`` (``render_tile`` anti-aliases every edge analytically), with
+    glomeruli of ``glomerulus_size * R`` px and nuclei of ``nucleus_size * R`` px, ``data.stain`` and
     ``data.sclerosed_fraction``; deterministic per item (:func:`tile_seed`).
     """
     from tqdm.auto import tqdm
@@ -177,7 +179,7 @@ def render_tiles(P, split: str, n: int, progress: bool = False) -> LabelledSet:
     masks = np.zeros((n, size, size), np.uint8)
     for i in tqdm(range(n), desc=f"phantom tiles ({split})", disable=not progress, leave=False):
         t = phantom.render_tile(tile_seed(P.seed, split, i), size=(size, size), stain=P.data.stain,
-                                glomerulus_diameter=c.glomerulus_diameter, nucleus_diameter=c.nucleus_diameter,
+                                glomerulus_diameter=c.glomerulus_size * size, nucleus_diameter=max(1.0, c.nucleus_size * size),
                                 sclerosed_fraction=P.data.sclerosed_fraction)
         images[i], masks[i] = t.image, t.compartments
     return LabelledSet(images, masks, [f"{split}_{i:05d}" for i in range(n)])
@@ -231,6 +233,16 @@ def gan_images(P, root: Path | None = None, progress: bool = False) -> np.ndarra
     if not out:
         raise DataError(f"{folder}: no readable image for the GAN")
     return np.stack(out)
+
+
+def gan_image_count(P, root: Path | None = None) -> int:
+    """How many tiles :func:`gan_images` returns (without rendering or reading them; real: image files listed)."""
+    if P.datasetgan.source == "phantom":
+        return int(P.datasetgan.n_gan_tiles)
+    from histolib.data.folder import IMAGE_SUFFIXES
+
+    folder = _source(P, root) / "images"
+    return sum(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir()) if folder.is_dir() else 0
 
 
 def labelled_sets(P, root: Path | None = None, progress: bool = False) -> dict[str, LabelledSet]:
@@ -378,6 +390,20 @@ def stylegan2_options(P):
     return P.stylegan2
 
 
+def network_table(P) -> list[dict]:
+    """The generator at this profile: resolution, blocks (side: channels), parameters, and the features used."""
+    from histolib.train.stylegan2 import build_generator
+
+    G = build_generator(stylegan2_options(P))
+    blocks = list(zip(G.block_resolutions, G.block_channels, strict=True))
+    used = blocks[-P.datasetgan.feature_blocks:]
+    return [{"network": "StyleGAN2 generator (G_ema)", "resolution": G.resolution, "z_dim": G.z_dim,
+             "blocks (side: channels)": ", ".join(f"{r}: {c}" for r, c in blocks),
+             "parameters": sum(p.numel() for p in G.parameters()),
+             "feature blocks (side: channels)": ", ".join(f"{r}: {c}" for r, c in used),
+             "feature dimension d": sum(c for _, c in used)}]
+
+
 @dataclass
 class Replicate:
     """One trained generator: replicate index, seed, folder, the EMA generator and its training summary."""
@@ -391,16 +417,13 @@ class Replicate:
 
 def train_replicates(P, images, folder, progress: bool = True) -> list[Replicate]:
     """Train (or resume, or load) every StyleGAN2-ADA replicate on ``images`` into ``folder/g<k>``."""
-    from histolib.train.stylegan2 import load_generator, train_stylegan2
+    from histolib.train.stylegan2 import train_stylegan2
 
     out = []
     for g, seed in enumerate(generator_seeds(P)):
         d = replicate_folder(folder, g)
-        summary: dict = {}
-        train_stylegan2(np.asarray(images), d, stylegan2_options(P), seed, summary=summary)
-        G = load_generator(d)
-        G.eval()
-        out.append(Replicate(g, seed, d, G, summary))
+        run = train_stylegan2(np.asarray(images), d, stylegan2_options(P), seed, progress=progress)
+        out.append(Replicate(g, seed, d, run.G.eval(), {"seconds": run.seconds, "steps": len(run.log)}))
     return out
 
 
@@ -417,15 +440,14 @@ def load_replicates(P, folder, images_fn=None, progress: bool = True) -> list[Re
         d = replicate_folder(folder, g)
         try:
             G = load_generator(d)
-        except Exception as e:  # noqa: BLE001 - missing or unfinished: train it (or say so)
+        except CheckpointError as e:  # missing or unfinished: train it (or say so)
             if images_fn is None:
                 raise DataError(f"{d}: no trained generator ({e}); run stage nb03_train") from e
             if "images" not in cache:
                 cache["images"] = images_fn()
             from histolib.train.stylegan2 import train_stylegan2
 
-            train_stylegan2(cache["images"], d, stylegan2_options(P), seed, summary={})
-            G = load_generator(d)
+            G = train_stylegan2(cache["images"], d, stylegan2_options(P), seed, progress=progress).G
         G.eval()
         out.append(Replicate(g, seed, d, G))
     return out

@@ -62,7 +62,7 @@ class StandInG(nn.Module):
 
 
 def _P(tmp_path=None, **over):
-    c = dict(source="phantom", real_split=[0.6, 0.2, 0.2], glomerulus_diameter=8.0, nucleus_diameter=2.0,
+    c = dict(source="phantom", real_split=[0.6, 0.2, 0.2], glomerulus_size=0.5, nucleus_size=0.1,
              n_gan_tiles=3, n_labelled=[4, 2, 2], annot_width=4, annot_depth=2, annot_epochs=1, annot_batch=4,
              annot_lr=1e-3, n_generate=12, truncation_psi=0.7, n_annotated=[3, 2, 3], annotations="",
              feature_blocks=2, feature_chunk=3, clf_optimizer="adam", clf_lr=1e-2, clf_momentum=0.0, clf_epochs=2,
