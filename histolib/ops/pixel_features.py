@@ -136,13 +136,15 @@ class PixelBatches:
         labels: ``(P,)`` (or any shape with ``P`` values) integer class per row.
         batch_size: pixels per batch (the reference: 64).
         seed: shuffling seed.
-        remap_every: batches after which the memory map is dropped and reopened (bounds resident memory).
+        remap_every: batches after which the memory map is dropped and reopened: the pages read (one 4 KiB page
+            per row at most) stop counting towards resident memory, which stays below
+            ``remap_every * batch_size * 4 KiB`` for the map (16 MiB by default).
         rows: optional subset of row indices to draw from (e.g. one split); default all.
         ignore_index: label value never drawn (``None``: every row).
     """
 
     def __init__(self, path: str | os.PathLike, labels, batch_size: int = 64, seed: int = 0,
-                 remap_every: int = 256, rows: np.ndarray | None = None, ignore_index: int | None = None):
+                 remap_every: int = 64, rows: np.ndarray | None = None, ignore_index: int | None = None):
         self.path = Path(path)
         arr = open_pixel_features(self.path)
         self.n_rows, self.dim = int(arr.shape[0]), int(arr.shape[1])
@@ -150,8 +152,12 @@ class PixelBatches:
         labels = np.asarray(labels).reshape(-1)
         if labels.shape[0] != self.n_rows:
             raise ValueError(f"{self.path}: {self.n_rows} feature rows but {labels.shape[0]} labels")
-        self.labels = labels.astype(np.int64)
-        idx = np.arange(self.n_rows) if rows is None else np.asarray(rows, dtype=np.int64)
+        # labels and row indices are kept small (uint8 / int32 where they fit): they are the only arrays that grow
+        # with N here, d times smaller than the features
+        small = labels.min(initial=0) >= 0 and labels.max(initial=0) < 256
+        self.labels = labels.astype(np.uint8 if small else np.int64)
+        itype = np.int32 if self.n_rows < 2**31 else np.int64
+        idx = np.arange(self.n_rows, dtype=itype) if rows is None else np.asarray(rows, dtype=itype)
         if ignore_index is not None:
             idx = idx[self.labels[idx] != ignore_index]
         self.rows = idx
@@ -175,7 +181,7 @@ class PixelBatches:
             srt = np.argsort(idx, kind="stable")
             x = np.empty((len(idx), self.dim), np.float32)
             x[srt] = arr[idx[srt]]
-            yield torch.from_numpy(x), torch.from_numpy(self.labels[idx])
+            yield torch.from_numpy(x), torch.from_numpy(self.labels[idx].astype(np.int64))
         del arr
 
 
