@@ -232,3 +232,21 @@ def test_table1_and_claims_verdicts():
     table = dg.segmentation_table([{**r, "n_distinct": 4, **{f"dice {c}": 0.5 for c in dg.CLASS_NAMES}}
                                    for r in seg])
     assert [r["training set"] for r in table] == ["Generated", "Annotated", "Real"]
+
+
+def test_training_sets_are_repeated_to_the_same_length_and_real_matches_the_generated_count():
+    P = _P(n_synthetic=10)
+    rng = np.random.default_rng(0)
+    real = dg.LabelledSet(rng.integers(0, 255, (20, 16, 16, 3), dtype=np.uint8), np.zeros((20, 16, 16), np.uint8),
+                          [f"r{i}" for i in range(20)])
+    gens = [{"images": real.images[:k], "labels": real.masks[:k]} for k in (6, 7)]
+    sel = {"train": np.array([0, 1, 2]), "val": np.array([3]), "test": np.array([4])}
+    anns = [dg.Annotated(g, np.zeros((8, 8)), real.images[:8], sel, dg.annotation_names(sel),
+                         {"train": real.masks[:3], "val": real.masks[:1], "test": real.masks[:1]}, "x") for g in (0, 1)]
+    sets = dg.training_sets(P, gens, anns, real)
+    assert set(sets) == {("Generated", 0), ("Generated", 1), ("Annotated", 0), ("Annotated", 1), ("Real", None)}
+    assert all(len(v) == 10 for v in sets.values())
+    assert len(set(sets[("Real", None)].names)) == 6  # as many distinct real tiles as the smallest generated set
+    assert len(set(sets[("Annotated", 0)].names)) == 3
+    assert dg.seg_groups([{"set": "Real", "g": None, "mean_dice": 0.5}, {"set": "Real", "g": None,
+                                                                        "mean_dice": 0.7}], "Real") == [[0.5], [0.7]]
