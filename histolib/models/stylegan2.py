@@ -293,6 +293,7 @@ class SynthesisLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.noise_strength = nn.Parameter(torch.zeros(()))
         self.register_buffer("noise_const", torch.randn(resolution, resolution))
+        self.fused: bool | None = None  # None: grouped kernel only without autograd (see modulated_conv2d)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random",
                 generator: torch.Generator | None = None, fused: bool | None = None) -> torch.Tensor:
@@ -300,8 +301,9 @@ class SynthesisLayer(nn.Module):
         if self.up == 2:
             x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
         styles = self.affine(w)
+        fused = self.fused if fused is None else fused
         if fused is None:
-            fused = not torch.is_grad_enabled()  # grouped kernel when only sampling (module docstring)
+            fused = not torch.is_grad_enabled()  # grouped kernel when only sampling (faster there)
         x = modulated_conv2d(x, self.weight, styles, demodulate=True, fused=fused)
         if noise_mode == "random":
             noise = torch.randn(x.shape[0], 1, x.shape[2], x.shape[3], generator=generator).to(x)
@@ -320,9 +322,11 @@ class ToRGB(nn.Module):
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 1, 1))
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.weight_gain = 1.0 / math.sqrt(in_channels)
+        self.fused: bool | None = None
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, fused: bool | None = None) -> torch.Tensor:
         styles = self.affine(w) * self.weight_gain
+        fused = self.fused if fused is None else fused
         if fused is None:
             fused = not torch.is_grad_enabled()
         x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused=fused)
