@@ -113,10 +113,27 @@ def knob(help: str, *, min: float | None = None, max: float | None = None,
 
 
 def section(name: str):
-    """Class decorator registering a dataclass as the schema of ``params.yaml``'s ``name`` section."""
+    """Class decorator registering a dataclass as the schema of ``params.yaml``'s ``name`` section.
+
+    A plain class becomes a frozen dataclass. A class that is already a frozen dataclass (e.g. a
+    trainer's options, declared with :func:`knob` where the trainer lives) is registered as it is:
+    ``section("stylegan2")(StyleGAN2Options)`` lets a study module register it without declaring
+    any option twice. Registering the same class again under the same name is a no-op.
+
+    Raises:
+        TypeError: a dataclass that is not frozen, or ``name`` already taken by another class.
+    """
 
     def register(cls):
-        cls = dataclasses.dataclass(frozen=True)(cls)
+        if dataclasses.is_dataclass(cls):
+            if not cls.__dataclass_params__.frozen:
+                raise TypeError(f"section {name!r}: {cls.__name__} must be a frozen dataclass "
+                                "(@dataclass(frozen=True)) or a plain class")
+        else:
+            cls = dataclasses.dataclass(frozen=True)(cls)
+        known = _SECTIONS.get(name)
+        if known is not None and known is not cls and known.__qualname__ != cls.__qualname__:
+            raise TypeError(f"section {name!r} is already registered by {known.__module__}.{known.__qualname__}")
         _SECTIONS[name] = cls
         return cls
 
