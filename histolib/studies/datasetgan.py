@@ -42,6 +42,11 @@ from histolib import report
 from histolib.config import knob, section
 from histolib.errors import CheckpointError, DataError, ParamError
 from histolib.repro import replicate_seeds
+from histolib.train.stylegan2 import StyleGAN2Options
+
+# the GAN's options are the ``stylegan2`` section (declared once, where the trainer lives); registering it here too
+# keeps notebook 03's sections together (a repeated registration of the same class is a no-op)
+section("stylegan2")(StyleGAN2Options)
 
 PAPER = "002"
 STREAM = 5  # this study's item-seed stream (builder datasets 1-3, notebook 04's extra tiles 4)
