@@ -40,7 +40,7 @@ import torch
 
 from histolib import report
 from histolib.config import knob, section
-from histolib.errors import CheckpointError, DataError, ParamError
+from histolib.errors import DataError, ParamError
 from histolib.repro import replicate_seeds
 from histolib.train.stylegan2 import StyleGAN2Options
 
@@ -425,7 +425,12 @@ class Replicate:
 
 
 def train_replicates(P, images, folder, progress: bool = True) -> list[Replicate]:
-    """Train (or resume, or load) every StyleGAN2-ADA replicate on ``images`` into ``folder/g<k>``."""
+    """Train (or resume, or load) every StyleGAN2-ADA replicate on ``images`` into ``folder/g<k>``.
+
+    A finished run with the same options and data (``histolib.train.stylegan2.run_args``: the options and the
+    fingerprint of ``images``) is loaded read-only, so notebook 03 calls this too: it gets stage ``nb03_train``'s
+    generators, and never a generator trained with other settings.
+    """
     from histolib.train.stylegan2 import train_stylegan2
 
     out = []
@@ -433,32 +438,6 @@ def train_replicates(P, images, folder, progress: bool = True) -> list[Replicate
         d = replicate_folder(folder, g)
         run = train_stylegan2(np.asarray(images), d, stylegan2_options(P), seed, progress=progress)
         out.append(Replicate(g, seed, d, run.G.eval(), {"seconds": run.seconds, "steps": len(run.log)}))
-    return out
-
-
-def load_replicates(P, folder, images_fn=None, progress: bool = True) -> list[Replicate]:
-    """The trained replicates of ``folder`` (stage ``nb03_train``); a missing one is trained on ``images_fn()``.
-
-    Raises:
-        DataError: a replicate is missing and no ``images_fn`` is given.
-    """
-    from histolib.train.stylegan2 import load_generator
-
-    out, cache = [], {}
-    for g, seed in enumerate(generator_seeds(P)):
-        d = replicate_folder(folder, g)
-        try:
-            G = load_generator(d)
-        except CheckpointError as e:  # missing or unfinished: train it (or say so)
-            if images_fn is None:
-                raise DataError(f"{d}: no trained generator ({e}); run stage nb03_train") from e
-            if "images" not in cache:
-                cache["images"] = images_fn()
-            from histolib.train.stylegan2 import train_stylegan2
-
-            G = train_stylegan2(cache["images"], d, stylegan2_options(P), seed, progress=progress).G
-        G.eval()
-        out.append(Replicate(g, seed, d, G))
     return out
 
 
