@@ -827,6 +827,24 @@ def annotator_precondition(annot_scores: dict, trivial: dict) -> report.Precondi
         f"{annot_scores['mean_dice']:.3f} vs {trivial['mean_dice']:.3f}")
 
 
+def annotator_class_preconditions(annot_scores: dict | None, classes, min_accuracy: float = 0.5) -> list:
+    """Per-class gates of the claims that compare classes: the stand-in annotator must find each class involved.
+
+    A class the annotator misses on held-out labelled tiles (pixel accuracy below ``min_accuracy``) is missing or
+    wrong in the annotations, so a per-class accuracy measured against them says nothing about it. ``None``
+    (hand-drawn annotations): no gate.
+    """
+    if annot_scores is None:
+        return []
+    out = []
+    for name in classes:
+        v = annot_scores["accuracy"].get(name, math.nan)
+        out.append(report.Precondition(
+            f"the stand-in annotator finds {name} on held-out labelled tiles (pixel accuracy >= {min_accuracy:g})",
+            bool(math.isfinite(v) and v >= min_accuracy), f"accuracy {v:.3f}"))
+    return out
+
+
 def _one_sample(groups, line: float, alpha: float, label: str) -> dict:
     shifted = [[v - line for v in g] for g in groups]
     return report.two_level_contrast([shifted], [1.0], bounds=None, alpha=alpha, label=label) if shifted else {}
@@ -846,7 +864,7 @@ def _ordering(sc: dict, high: tuple[str, ...], low: tuple[str, ...]) -> float | 
 
 
 def claims(runs: list[ClassifierRun], seg_rows: list[dict], faith: list[dict] | None, pre: list,
-           gate: float = report.FAITHFULNESS_GATE, alpha: float = 0.05) -> list[dict]:
+           gate: float = report.FAITHFULNESS_GATE, alpha: float = 0.05, annot_scores: dict | None = None) -> list[dict]:
     """The paper's claims and the study's beyond-the-paper questions, by the one verdict rule.
 
     Args:
@@ -854,7 +872,10 @@ def claims(runs: list[ClassifierRun], seg_rows: list[dict], faith: list[dict] | 
         seg_rows: rows of :func:`run_segmentation` (``set``, ``g``, ``seed``, ``mean_dice``).
         faith: :func:`classifier_faithfulness` of each replicate (gates the extension).
         pre: preconditions of every claim (e.g. :func:`annotator_precondition`).
+        annot_scores: the stand-in annotator's :func:`compartment_scores` on held-out tiles: the claims comparing
+            classes are gated by :func:`annotator_class_preconditions` (``None`` with hand-drawn annotations).
     """
+    per_class = pre + annotator_class_preconditions(annot_scores, CLASS_NAMES)
     out = []
     g = _groups(runs, lambda sc: sc["mean_dice"])
     t = _one_sample(g, PAPER_MEAN_DICE, alpha, "replicates")
@@ -876,7 +897,7 @@ def claims(runs: list[ClassifierRun], seg_rows: list[dict], faith: list[dict] | 
         "per-class pixel accuracy", "min(glomerulus, artery) - max(whitespace, tubulointerstitium, arteriole)",
         "min(82.89, 77.82) - max(68.42, 66.57, 52.09) = +9.40 points"),
         report.evidence_from_test(t, scale=100, unit="points", detail=f"{sum(map(len, g))} runs with every class "
-                                  "present") if t else None, pre, alpha))
+                                  "present") if t else None, per_class, alpha))
     g = _groups(runs, lambda sc: _ordering(sc, ("Whitespace", "Cortical Tubulointerstitium", "Glomerulus", "Artery"),
                                            ("Arteriole",)))
     t = _one_sample(g, 0.0, alpha, "replicates")
@@ -887,7 +908,7 @@ def claims(runs: list[ClassifierRun], seg_rows: list[dict], faith: list[dict] | 
         "per-class pixel accuracy", "min(other four classes) - arteriole",
         "min(68.42, 66.57, 82.89, 77.82) - 52.09 = +14.48 points"),
         report.evidence_from_test(t, scale=100, unit="points", detail=f"{sum(map(len, g))} runs with every class "
-                                  "present") if t else None, pre, alpha))
+                                  "present") if t else None, per_class, alpha))
     gates = report.faithfulness_gates(faith, gate, "classifier-labelled generated set") if faith is not None else []
     for key, other, text in (
             ("002-generated-vs-annotated", "Annotated",

@@ -229,6 +229,11 @@ def test_table1_and_claims_verdicts():
     assert v["002-arteriole-lowest"] == "inconclusive"  # no ordering at all
     failed = dg.claims(runs, seg, faith, [dg.report.Precondition("annotator", False, "x")])
     assert {r["verdict"] for r in failed if not r["key"].startswith("002-generated")} == {"untestable here"}
+    annot = {"accuracy": dict(zip(dg.CLASS_NAMES, [0.8, 0.99, 0.9, 0.0, 0.7], strict=True))}
+    gated = {r["key"]: r for r in dg.claims(runs, seg, faith, [], annot_scores=annot)}
+    assert gated["002-arteriole-lowest"]["verdict"] == "untestable here"
+    assert "Arteriole" in gated["002-arteriole-lowest"]["reason"]
+    assert gated["002-mean-dice"]["verdict"] == "reproduced"  # not a per-class claim
     table = dg.segmentation_table([{**r, "n_distinct": 4, **{f"dice {c}": 0.5 for c in dg.CLASS_NAMES}}
                                    for r in seg])
     assert [r["training set"] for r in table] == ["Generated", "Annotated", "Real"]
