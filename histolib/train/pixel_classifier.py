@@ -68,7 +68,7 @@ class PixelClassifierOptions:
     hidden: tuple[int, int] = (128, 32)
     dropout: float = 0.1
     n_classes: int = 5
-    remap_every: int = 64
+    remap_every: int = 4
 
     def to_dict(self) -> dict:
         d = asdict(self)
