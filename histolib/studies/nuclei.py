@@ -151,7 +151,7 @@ PAPER_TABLE1 = (
     {"setting": "Generated", "J": 10, "K": 952, "dice": 0.92, "dice2": 0.69, "aji": 0.75, "aji_plus": 0.76},
 )
 PAPER_CONDITIONS = ("815 BBBC fluorescence training images (~46,000 nuclei), NucleusSegData test set; "
-                    "ResNet-50 HoVer-Net; AdaIN with VGG19 to relu4_1, 160,000 iterations; one run per "
+                    "preact-ResNet-50 HoVer-Net; AdaIN with VGG19 to relu4_1, 30,000 'epochs'; one run per "
                     "configuration, no intervals")
 # Sec. 4: "area (155px vs. 153px), aspect ratio (1.31 vs. 1.41) ... IQR (32px vs. 39px, 0.21 vs. 0.23)",
 # in the paper's order (it does not say which of the two is the generated set).
