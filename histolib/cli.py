@@ -105,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     rr.add_argument("--profile", choices=("smoke", "cpu", "paper"), help="override params.yaml's profile")
     rr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one parameter")
     rr.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
+    rr.add_argument("--compare-only", action="store_true", help="only rewrite results/real/<tag>/<nn>/"
+                    "beside_phantom.md from finished runs")
     args = parser.parse_args(argv)
     if args.command == "run-notebook":
         return run_notebook(args.notebook, args.out, args.papermill_args)
@@ -148,7 +150,7 @@ def _run_real(args) -> int:
                 known = ", ".join(f"{p.name} ({', '.join(p.notebooks)})" for p in realruns.PRESETS.values())
                 raise HistolibError(f"no real-data preset feeds notebook {nb}; presets: {known}")
             plans += [realruns.plan(nb, name, root, args.real_root or realruns.DEFAULT_REAL_ROOT, sets,
-                                    check_folders=not args.dry_run) for name in names]
+                                    check_folders=not (args.dry_run or args.compare_only)) for name in names]
     except HistolibError as e:
         print(f"histolib: error: {e}", file=sys.stderr)
         return 2
@@ -157,6 +159,10 @@ def _run_real(args) -> int:
         for s in p.steps:
             print(f"  {s.notebook} -> {s.out} {' '.join(s.papermill_args)}")
     if args.dry_run:
+        return 0
+    if args.compare_only:
+        for p in plans:
+            print("wrote", realruns.write_comparison(Path(p.steps[-1].out).parent.name, p.tag, root))
         return 0
     for p in plans:
         t0 = time.perf_counter()

@@ -200,9 +200,138 @@ def run(p: Plan, root: Path, log=print) -> int:
             rc = run_notebook(Path(root) / s.notebook, Path(root) / s.out, s.papermill_args)
             if rc:
                 return rc
+        nb = Path(p.steps[-1].out).parent.name
+        log(f"wrote {write_comparison(nb, p.tag, root)}")
     finally:
         if old is None:
             os.environ.pop("HISTOLIB_OVERRIDES", None)
         else:
             os.environ["HISTOLIB_OVERRIDES"] = old
     return 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The real run beside the phantom's and the paper's: results/real/<tag>/<nn>/beside_phantom.md
+
+@dataclass(frozen=True)
+class Compared:
+    """One results table compared across runs: its CSV name, the columns naming a row, the columns compared."""
+
+    csv: str
+    keys: tuple[str, ...]
+    values: tuple[str, ...]
+
+
+# What each notebook's real run is read for (the paper's columns come from the phantom table, which carries them).
+COMPARED = {
+    "01": (Compared("table1.csv", ("training set",), ("dice", "precision", "recall", "faithfulness")),),
+    "02": (Compared("dice_table.csv", ("training set",), ("Dice (%)", "faithfulness (Dice %)")),
+           Compared("ablation_table.csv", ("variant",),
+                    ("test KID x1e3", "diversity / real", "faithfulness Dice (%)"))),
+    "04": (Compared("table3.csv", ("test", "trad. aug.", "class"), ("dice",)),
+           Compared("table4.csv", ("test", "synthetic data"), ("dice",)),
+           Compared("table5.csv", ("test", "model"), ("dice",))),
+    "05": (Compared("table1.csv", ("setting", "J"), ("AJI", "DICE", "faithfulness AJI (per replicate)")),),
+}
+BINARY_GLOMERULI = ("01", "02")  # notebooks whose test split is the prepared binary glomerulus patches
+
+
+def _read_csv(path: Path) -> list[dict]:
+    import csv
+
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def compare_tables(phantom: list[dict], real: list[dict], spec: Compared) -> list[dict]:
+    """Rows of both tables joined on ``spec.keys`` (phantom order first, then rows only the real run has):
+    for each compared column ``c``: ``c (phantom)``, ``c (real)``, and ``paper c`` when the phantom table has it.
+    A value missing from one run is ``—``."""
+    def key(r):
+        return tuple(r.get(k, "") for k in spec.keys)
+
+    by_real = {key(r): r for r in real}
+    keys = [key(r) for r in phantom] + [k for k in by_real if k not in {key(r) for r in phantom}]
+    by_phantom = {key(r): r for r in phantom}
+    rows = []
+    for k in keys:
+        p, r = by_phantom.get(k, {}), by_real.get(k, {})
+        row = dict(zip(spec.keys, k, strict=True))
+        for c in spec.values:
+            row[f"{c} (phantom)"] = p.get(c) or "—"
+            row[f"{c} (real)"] = r.get(c) or "—"
+            paper = p.get(f"paper {c}") or r.get(f"paper {c}")
+            if paper:
+                row[f"paper {c}"] = paper
+        rows.append(row)
+    return rows
+
+
+def compare_claims(phantom: list[dict], real: list[dict]) -> list[dict]:
+    """Each claim (by ``key``) with its verdict on the phantom and on real data, and whether they agree."""
+    by_real = {c["key"]: c for c in real}
+    rows = []
+    for c in phantom + [c for c in real if c["key"] not in {p["key"] for p in phantom}]:
+        p = next((x for x in phantom if x["key"] == c["key"]), None)
+        r = by_real.get(c["key"])
+        pv, rv = (p or {}).get("verdict", "—"), (r or {}).get("verdict", "—")
+        rows.append({"paper": c.get("paper", ""), "claim": c["key"], "phantom": pv, "real": rv,
+                     "agree": "yes" if pv == rv else "no", "real evidence": (r or {}).get("evidence", "—")})
+    return rows
+
+
+def write_comparison(notebook: str, tag: str, root: Path, prepared: Path | None = None) -> Path:
+    """Write ``results/real/<tag>/<nn>/beside_phantom.md``: the real run's conditions beside the phantom run's,
+    the all-glomerulus baseline on the real test split (notebooks 01 and 02: the crops are tight), every compared
+    table with phantom, real and paper columns, and each claim's verdict on both.
+
+    Args:
+        prepared: the real run's prepared-data folder (for the baseline); default from the tag.
+
+    Raises:
+        HistolibError: the real run has no ``metrics.json`` (it did not finish).
+    """
+    from histolib.fileio import atomic_write_text
+    from histolib.viz import markdown_table
+
+    root = Path(root)
+    ph_dir, re_dir = root / "results" / notebook, root / "results" / "real" / tag / notebook
+    if not (re_dir / "metrics.json").is_file():
+        raise HistolibError(f"{re_dir / 'metrics.json'}: not found; the real run of notebook {notebook} did not finish")
+    real_m = json.loads((re_dir / "metrics.json").read_text())
+    ph_m = json.loads((ph_dir / "metrics.json").read_text()) if (ph_dir / "metrics.json").is_file() else {}
+    lines = [f"# Notebook {notebook}: real data (`{tag}`) beside the phantom and the paper", ""]
+    for name, m in (("real", real_m), ("phantom", ph_m)):
+        cond = m.get("table_conditions") or m.get("conditions") or {}
+        lines.append(f"*Conditions ({name}):* " + (json.dumps(cond, default=str) if cond else "run absent"))
+        lines.append("")
+    if notebook in BINARY_GLOMERULI:
+        from histolib.data.prepared import load_split
+        from histolib.studies.data_overview import all_foreground_baseline
+
+        folder = prepared or _prepared_of(real_m, root, tag)
+        try:
+            b = all_foreground_baseline(load_split("glomeruli", "test", folder))
+            lines += [f"All-glomerulus baseline on the real test split (every pixel called glomerulus; `{folder}`): "
+                      f"Dice {100 * b['dice']:.2f}, precision {100 * b['precision']:.2f}, recall "
+                      f"{100 * b['recall']:.2f}. A segmenter is only informative above it.", ""]
+        except Exception as e:  # the prepared data was removed: say so, keep the rest of the report
+            lines += [f"All-glomerulus baseline: not computed ({e}).", ""]
+    for spec in COMPARED.get(notebook, ()):
+        rows = compare_tables(_read_csv(ph_dir / spec.csv), _read_csv(re_dir / spec.csv), spec)
+        lines += [f"## `{spec.csv}`", "", markdown_table(rows) if rows else "(absent in both runs)", ""]
+    claims = compare_claims(ph_m.get("claims", []), real_m.get("claims", []))
+    if claims:
+        n_agree = sum(r["agree"] == "yes" for r in claims)
+        lines += ["## Claims: verdict on the phantom and on real data", "",
+                  f"{n_agree} of {len(claims)} verdicts agree.", "", markdown_table(claims), ""]
+    return atomic_write_text(re_dir / "beside_phantom.md", "\n".join(lines) + "\n")
+
+
+def _prepared_of(metrics: dict, root: Path, tag: str) -> Path:
+    from histolib.paths import prepared_dir
+
+    profile = (metrics.get("conditions") or {}).get("profile", "cpu")
+    return prepared_dir(profile, root, tag)

@@ -80,3 +80,27 @@ def test_cli_dry_run_prints_the_plan(capsys):
     assert "results/real/glomeruli_crops/01/01_spade.ipynb" in out
     assert main(["run-real", "00", "--dry-run"]) == 2
     assert "no real-data preset" in capsys.readouterr().err
+
+
+def test_compare_tables_joins_rows_and_keeps_the_papers_column():
+    spec = realruns.Compared("t.csv", ("set",), ("dice",))
+    phantom = [{"set": "Real", "dice": "97", "paper dice": "93"}, {"set": "GAN", "dice": "60", "paper dice": "86"}]
+    real = [{"set": "GAN", "dice": "70"}, {"set": "Extra", "dice": "5"}]
+    rows = realruns.compare_tables(phantom, real, spec)
+    assert [r["set"] for r in rows] == ["Real", "GAN", "Extra"]
+    assert rows[0] == {"set": "Real", "dice (phantom)": "97", "dice (real)": "—", "paper dice": "93"}
+    assert rows[1]["dice (real)"] == "70" and rows[2]["dice (phantom)"] == "—" and "paper dice" not in rows[2]
+
+
+def test_compare_claims_says_where_verdicts_disagree():
+    ph = [{"key": "a", "paper": "000", "verdict": "reproduced"}, {"key": "b", "paper": "000", "verdict": "untestable"}]
+    re_ = [{"key": "a", "paper": "000", "verdict": "not reproduced", "evidence": "-3 points"}]
+    rows = realruns.compare_claims(ph, re_)
+    assert [(r["claim"], r["phantom"], r["real"], r["agree"]) for r in rows] == [
+        ("a", "reproduced", "not reproduced", "no"), ("b", "untestable", "—", "no")]
+    assert rows[0]["real evidence"] == "-3 points"
+
+
+def test_write_comparison_needs_a_finished_real_run(tmp_path):
+    with pytest.raises(HistolibError, match="did not finish"):
+        realruns.write_comparison("01", "glomeruli_crops", tmp_path)
