@@ -36,6 +36,7 @@ from histolib.data import phantom
 from histolib.data.folder import Pairs, listing_fingerprint, load_pairs, save_pairs
 from histolib.errors import DataError
 from histolib.fileio import complete_dir, write_json
+from histolib.paths import data_tag, prepared_dir
 from histolib.ops.instance import relabel_sequential
 
 DATASET_IDS = {"glomeruli": 1, "tiles": 2, "nuclei": 3}
@@ -323,7 +324,8 @@ def build_all(P, root: Path, prepared: Path | None = None,
     Args:
         P: :class:`histolib.config.Params` (uses ``P.data`` and ``P.seed``).
         root: the project root (real-data folders are relative to it).
-        prepared: output folder; default ``<root>/data/prepared/<profile>``.
+        prepared: output folder; default :func:`histolib.paths.prepared_dir` (``<root>/data/prepared/<profile>``,
+            or ``.../prepared/real/<tag>/<profile>`` when ``P`` reads real folders).
         log: where progress, skipped files and warnings are reported (one line each).
 
     Returns:
@@ -332,7 +334,7 @@ def build_all(P, root: Path, prepared: Path | None = None,
     Raises:
         DataError: a bad real folder (see :func:`histolib.data.folder.load_pairs`) or an empty split.
     """
-    prepared = Path(prepared or root / "data" / "prepared" / P.profile)
+    prepared = Path(prepared or prepared_dir(P.profile, root, data_tag(P)))
     prepared.mkdir(parents=True, exist_ok=True)
     # from here on, the datasets may be a mix of old and new: no manifest may vouch for them
     (prepared / "manifest.json").unlink(missing_ok=True)
