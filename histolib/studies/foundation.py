@@ -67,7 +67,9 @@ class Sim2RealParams:
 
     real_folder: str = knob("real glomerulus crops for the realism checks (skipped cleanly when absent); "
                             "relative to the project root")
-    n_real: int = knob("real crops used at most (all 504 in ../shared)", min=1)
+    real_root: str = knob("folder searched for every real set (subfolders with images/ and masks/: glomerulus "
+                          "crops, H&E and fluorescence nuclei) compared with the phantom; skipped when absent")
+    n_real: int = knob("real images used at most per set (all 504 crops in ../shared)", min=1)
     n_grid: int = knob("examples per dataset grid", min=1, max=64)
     real_fill: float = knob("glomerulus diameter / crop side in the real crops (~0.99: tight crops); "
                             "real crops are rescaled so the glomerulus matches the phantom's mean fill", min=0.1)
