@@ -20,9 +20,16 @@ tested on the held-out real test split with HoVer-Net's metrics (Table 1, Fig. 5
 
 Decisions where the paper is silent (written down here and in the notebook):
 
-* The ``J`` images are the first ``J`` of one seeded permutation of the training set (nested:
-  the 2 images are among the 5, the 5 among the 10); seeds vary the networks' initialisation,
-  the generated data and the training batches, not the real images (the paper reports one run).
+* The ``J`` images are the first ``J`` of one seeded permutation of the training *images* (nested:
+  the 2 images are among the 5, the 5 among the 10), with all the tiles the builder cut from them
+  (:func:`image_subsets`); seeds vary the networks' initialisation, the generated data and the
+  training batches, not the real images (the paper reports one run).
+* Scale: a real folder is rescaled by the builder so that its training masks' median nucleus has
+  ``data.nucleus_diameter`` px. A cross-source test set (``cross_source``; the paper's NucleusSegData,
+  here e.g. U2OS nuclei ~6x the BBBC ones) cannot use that factor (another microscope) nor its own
+  test masks: ``cross_calibration`` of its images, drawn with the seed, give its factor and are never
+  tested (:func:`load_cross_source`). Every HoVer-Net is scored on both test sets; Table 1 and the
+  J-gain claims are reported for each (``table1.md``, ``table1_cross.md``, claims ``*-cross``).
 * Table 1's "Training on our generated images": generated pairs only (``mix_real: false``); with
   ``mix_real: true`` the ``J`` real images are added, the "augment" reading of Sec. 3.3.
 * Generator replicates (``protocol.n_gan_seeds``, seeds :func:`histolib.repro.replicate_seeds`):
@@ -98,22 +105,23 @@ class NucleiParams:
                                "whole map, Algorithm 3 as printed)", min=0.0, max=1.0)
     patience: int = knob("consecutive draws without a fitting blob before a mask is done (Algorithm 3: 1; "
                          "the authors' code: a 60 s cap)", min=1)
-    n_generated: int = knob("N, generated image/mask pairs per J and seed", min=1)
+    n_generated: int = knob("N, generated image/mask pairs per J and seed (paper: not stated; 1,000 at paper "
+                            "is a documented substitute)", min=1)
     n_placement_eval: int = knob("priors used to compare greedy and random placement (Fig. 3)", min=2)
-    adain_width: float = knob("AdaIN encoder/decoder channel multiplier (1 = VGG19; must be 1 with weights)",
-                              min=0.01, max=1.0)
+    adain_width: float = knob("AdaIN encoder/decoder channel multiplier (1 = VGG19, the paper; must be 1 with "
+                              "weights)", min=0.01, max=1.0)
     adain_depth: int = knob("AdaIN encoder depth: 4 = relu4_1 (paper), 3 = relu3_1 (CPU substitute)",
                             choices=(2, 3, 4))
     vgg_weights: str = knob("local torchvision VGG19 state dict for the AdaIN encoder (the paper's; '' = "
                             "documented substitute: random-init encoder, recorded with the results; nothing "
                             "is downloaded)")
-    adain_size: int = knob("AdaIN training crop side, px", min=8)
-    adain_batch: int = knob("AdaIN minibatch", min=1)
+    adain_size: int = knob("AdaIN training crop side, px (paper: silent; the AdaIN reference: 256)", min=8)
+    adain_batch: int = knob("AdaIN minibatch (paper: silent; the AdaIN reference: 8)", min=1)
     adain_steps: int = knob("AdaIN decoder iterations (paper: 30,000, 'epochs' in its text, read as "
                             "iterations; the AdaIN reference code: 160,000)", min=1)
     adain_warmup: int = knob("first AdaIN iterations fitting the decoder as the encoder's inverse (0 = paper)",
                              min=0)
-    adain_lr: float = knob("AdaIN Adam learning rate (reference: 1e-4)", min=0.0, max=1.0)
+    adain_lr: float = knob("AdaIN Adam learning rate (paper: silent; the AdaIN reference: 1e-4)", min=0.0, max=1.0)
     style_weight: float = knob("lambda_s of the AdaIN loss (reference: 10)", min=0.0)
     invert_content: str = knob("content polarity: auto (from the real images), true (dark nuclei, H&E) or "
                                "false (bright nuclei, fluorescence)", choices=("auto", "true", "false"))
