@@ -121,6 +121,10 @@ class NucleiParams:
                             "iterations; the AdaIN reference code: 160,000)", min=1)
     adain_warmup: int = knob("first AdaIN iterations fitting the decoder as the encoder's inverse (0 = paper)",
                              min=0)
+    adain_encoder_steps: int = knob("without vgg_weights: the first of the adain_warmup iterations also train the "
+                                    "random-init encoder as an autoencoder on the content masks and real tiles, "
+                                    "then frozen (DESIGN.md section 7: a feature network trained on the data at "
+                                    "hand); 0 = random-init encoder (the paper: ImageNet VGG19)", min=0)
     adain_lr: float = knob("AdaIN Adam learning rate (paper: silent; the AdaIN reference: 1e-4)", min=0.0, max=1.0)
     style_weight: float = knob("lambda_s of the AdaIN loss (reference: 10)", min=0.0)
     invert_content: str = knob("content polarity: auto (from the real images), true (dark nuclei, H&E) or "
@@ -437,6 +441,7 @@ def adain_config(C: NucleiParams, invert: bool, seed: int) -> AdaINTrainConfig:
     return AdaINTrainConfig(width=C.adain_width, depth=C.adain_depth, weights_path=C.vgg_weights or None,
                             size=C.adain_size, batch_size=C.adain_batch, steps=C.adain_steps, lr=C.adain_lr,
                             style_weight=C.style_weight, invert_content=invert, warmup_steps=C.adain_warmup,
+                            encoder_steps=C.adain_encoder_steps,
                             ckpt_every=max(1, C.adain_steps // 5), log_every=max(1, C.adain_steps // 50),
                             seed=seed)
 
