@@ -348,6 +348,8 @@ class Source:
         perlin: fitted prior parameters; ``perlin_losses`` the fit's loss per step.
         spacing: the distribution ``S``; ``count_range`` fewest and most nuclei of a tile.
         invert_content: AdaIN content polarity (nuclei darker than the background).
+        grey: every real tile is grey stored as RGB (fluorescence): generated images are made grey too
+            (:func:`grey_as_rgb`), as a colour cast of the decoder is not in the data.
     """
 
     j: int
@@ -362,6 +364,7 @@ class Source:
     count_range: tuple[int, int]
     invert_content: bool
     seconds: dict = field(default_factory=dict)
+    grey: bool = False
 
     @property
     def style_counts(self) -> list[int]:
@@ -403,6 +406,7 @@ def fit_source(images: np.ndarray, masks: np.ndarray, C: NucleiParams, seed: int
     return Source(j=j, k=sum(count_nuclei(m) for m in masks), tile_images=tile_i, tile_masks=tile_m,
                   real_blobs=real_blobs, pool=pool, perlin=perlin, perlin_losses=losses, spacing=spacing,
                   count_range=(max(1, min(counts)), max(1, max(counts))), invert_content=invert,
+                  grey=is_grey(tile_i),
                   seconds={"blobs": t1 - t0, "perlin_fit": t2 - t1})
 
 
@@ -472,7 +476,23 @@ def generate_set(source: Source, model: AdaINStyleTransfer, C: NucleiParams, see
     images, chosen = generate_images(model, gm.masks, source.tile_images, source.style_counts,
                                      generator=torch.Generator().manual_seed(seed),
                                      invert_content=source.invert_content)
+    if source.grey:
+        images = grey_as_rgb(images)
     return GeneratedSet(images, gm.masks, chosen, gm)
+
+
+def is_grey(images: np.ndarray) -> bool:
+    """Whether ``(..., 3)`` uint8 images are grey stored as RGB (all three channels equal everywhere)."""
+    images = np.asarray(images)
+    return bool(images.size) and bool((images[..., 0] == images[..., 1]).all()
+                                      and (images[..., 0] == images[..., 2]).all())
+
+
+def grey_as_rgb(images: np.ndarray) -> np.ndarray:
+    """``(..., 3)`` uint8 -> the same shape, every channel the rounded channel mean (grey stored as RGB)."""
+    images = np.asarray(images)
+    grey = np.round(images.astype(np.float32).mean(-1)).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=-1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1085,7 +1105,7 @@ def metrics_summary(rows: list[dict], shapes: list[dict], placement: dict, claim
         "adain_encoder": {f"J{j}_g{g}": e for (j, g), e in encoders.items()},
         "sources": {f"J{j}_g{g}": {"J": s.j, "K": s.k, "real_blobs": len(s.real_blobs), "pool": len(s.pool),
                                    "perlin": asdict(s.perlin), "count_range": list(s.count_range),
-                                   "invert_content": s.invert_content, "seconds": s.seconds}
+                                   "invert_content": s.invert_content, "grey": s.grey, "seconds": s.seconds}
                     for (j, g), s in sources.items()},
         "timings_seconds": timings,
     }

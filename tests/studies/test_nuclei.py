@@ -305,3 +305,16 @@ def test_cross_source_rows_tables_and_claims():
     assert out["004-gain-smallest-J-cross"]["verdict"] == "reproduced"
     assert out["004-gain-fades-cross"]["verdict"] == "not reproduced"  # the gain does not fade there
     assert out["004-gain-fades"]["verdict"] == "reproduced"  # held-out test unchanged
+
+
+def test_fluorescence_sources_generate_grey_images(C, tmp_path):
+    tiles = [nuclei_field(i, size=64, style="fluorescence", nucleus_diameter=7) for i in range(2)]
+    images, masks = np.stack([t.image for t in tiles]), np.stack([t.nuclei for t in tiles]).astype(np.int32)
+    source = nuc.fit_source(images, masks, C, seed=0)
+    assert source.grey and not source.invert_content  # bright nuclei: the plain mask is the content
+    model, _, _ = nuc.train_style(source, C, 0, tmp_path / "adain", progress=False)
+    gs = nuc.generate_set(source, model, C, seed=1)
+    assert nuc.is_grey(gs.images)
+    rgb = np.array([[[10, 20, 31]]], np.uint8)
+    np.testing.assert_array_equal(nuc.grey_as_rgb(rgb), [[[20, 20, 20]]])
+    assert not nuc.is_grey(rgb)
