@@ -124,7 +124,10 @@ class NucleiParams:
     adain_encoder_steps: int = knob("without vgg_weights: the first of the adain_warmup iterations also train the "
                                     "random-init encoder as an autoencoder on the content masks and real tiles, "
                                     "then frozen (DESIGN.md section 7: a feature network trained on the data at "
-                                    "hand); 0 = random-init encoder (the paper: ImageNet VGG19)", min=0)
+                                    "hand); 0 = random-init encoder (the paper: ImageNet VGG19). Measured on "
+                                    "phantom fluorescence, 64 px, J = 5, 300 AdaIN steps, 2 replicates: "
+                                    "faithfulness AJI ratio 0.00 / 0.04 with 100 encoder steps against 0.00 / 0.57 "
+                                    "random-init: no gain, so 0 by default", min=0)
     adain_lr: float = knob("AdaIN Adam learning rate (paper: silent; the AdaIN reference: 1e-4)", min=0.0, max=1.0)
     style_weight: float = knob("lambda_s of the AdaIN loss (reference: 10)", min=0.0)
     invert_content: str = knob("content polarity: auto (from the real images), true (dark nuclei, H&E) or "
