@@ -148,6 +148,9 @@ def offline_template(root: str | os.PathLike, template: str | os.PathLike | None
         code = (root / VENDOR / match.group(1)).read_text(encoding="utf8")
         if "</script" in code.lower():  # would end the inline element early
             raise HistolibError(f"{root / VENDOR / match.group(1)}: contains '</script', cannot be inlined")
+        placeholders = [p for p in (_PLOTS_PLACEHOLDER, _SCRIPTS_PLACEHOLDER, "{refresh_tag}") if p in code]
+        if placeholders:  # DVC would replace them inside the script
+            raise HistolibError(f"{root / VENDOR / match.group(1)}: contains DVC's {placeholders}, cannot be inlined")
         code = _SOURCE_MAP.sub("", code)  # the .map files are not vendored: no request for them
         return f"<script>/* plots/vendor/{match.group(1)} */\n{code}\n</script>"
 

@@ -45,6 +45,7 @@ def vendored_root(tmp_path: Path) -> Path:
     '<iframe src="https://example.org/"></iframe>',
     '<style>@import url("https://example.org/a.css");</style>',
     '<style>body { background: url(//example.org/bg.png) }</style>',
+    '<meta http-equiv="refresh" content="0; url=https://example.org/">',
 ])
 def test_remote_references_finds_each_remote_load(html):
     assert len(plots.remote_references(f"<html><head>{html}</head><body></body></html>")) == 1
