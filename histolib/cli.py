@@ -8,6 +8,7 @@ Examples::
     histolib params --explain unet          # every option of a section with its help text
     histolib run-notebook notebooks/00_data.ipynb results/00/00_data.ipynb -k python3 -p profile smoke
     histolib run-real 01 02 04 05           # the notebooks on ../shared/data/real (histolib.realruns)
+    histolib plots                          # dvc.yaml's plots for offline reading: results/plots/ (`make plots`)
 
 ``build-data`` prints one line per skipped file with its reason (also listed in the manifest).
 ``run-notebook`` runs papermill into ``OUT.partial.ipynb`` and renames it to ``OUT`` only when every cell
@@ -81,6 +82,21 @@ def run_notebook(notebook: str | os.PathLike, out: str | os.PathLike, papermill_
     return rc or 1
 
 
+def _plots(out: str, formats: str) -> int:
+    from histolib.plots import build_plots
+
+    try:
+        t0 = time.perf_counter()
+        written = build_plots(project_root(), out, tuple(f.strip() for f in formats.split(",") if f.strip()))
+    except HistolibError as e:
+        print(f"histolib: error: {e}", file=sys.stderr)
+        return 2
+    size = sum(p.stat().st_size for p in written) / 1e6
+    print(f"{len(written)} files ({size:.1f} MB) in {written[0].parent} in {time.perf_counter() - t0:.1f} s; "
+          f"open {written[0]} (works offline)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="histolib", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -107,11 +123,17 @@ def main(argv: list[str] | None = None) -> int:
     rr.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
     rr.add_argument("--compare-only", action="store_true", help="only rewrite results/real/<tag>/<nn>/"
                     "beside_phantom.md from finished runs")
+    g = sub.add_parser("plots", help="dvc.yaml's plots as an offline HTML page and SVG/PNG images")
+    g.add_argument("--out", default="results/plots", help="output folder, replaced as a whole (default %(default)s)")
+    g.add_argument("--formats", default="svg", help="image formats (svg, png), comma-separated; '' for the page "
+                   "only (default %(default)s)")
     args = parser.parse_args(argv)
     if args.command == "run-notebook":
         return run_notebook(args.notebook, args.out, args.papermill_args)
     if args.command == "run-real":
         return _run_real(args)
+    if args.command == "plots":
+        return _plots(args.out, args.formats)
     try:
         if args.command == "params" and args.explain:
             print(describe(args.explain))
