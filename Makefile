@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: study test env lint bench clean-results
+.PHONY: study test env lint bench plots clean-results
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ study: env
 ## unit tests + every notebook under nbval with the smoke profile
 test: env
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest
+
+## the plots of dvc.yaml for reading offline: results/plots/index.html (vega inlined) + one SVG/PNG per plot
+plots: env
+	$(BIN)/histolib plots
 
 lint: env
 	$(BIN)/ruff check .

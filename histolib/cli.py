@@ -7,6 +7,8 @@ Examples::
     histolib params                         # resolved parameters of the active profile (YAML)
     histolib params --explain unet          # every option of a section with its help text
     histolib run-notebook notebooks/00_data.ipynb results/00/00_data.ipynb -k python3 -p profile smoke
+    histolib run-real 01 02 04 05           # the notebooks on ../shared/data/real (histolib.realruns)
+    histolib plots                          # dvc.yaml's plots for offline reading: results/plots/ (`make plots`)
 
 ``build-data`` prints one line per skipped file with its reason (also listed in the manifest).
 ``run-notebook`` runs papermill into ``OUT.partial.ipynb`` and renames it to ``OUT`` only when every cell
@@ -16,6 +18,7 @@ finished, so a failed or killed run never leaves a finished-looking notebook und
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -79,6 +82,21 @@ def run_notebook(notebook: str | os.PathLike, out: str | os.PathLike, papermill_
     return rc or 1
 
 
+def _plots(out: str, formats: str) -> int:
+    from histolib.plots import build_plots
+
+    try:
+        t0 = time.perf_counter()
+        written = build_plots(project_root(), out, tuple(f.strip() for f in formats.split(",") if f.strip()))
+    except HistolibError as e:
+        print(f"histolib: error: {e}", file=sys.stderr)
+        return 2
+    size = sum(p.stat().st_size for p in written) / 1e6
+    print(f"{len(written)} files ({size:.1f} MB) in {written[0].parent} in {time.perf_counter() - t0:.1f} s; "
+          f"open {written[0]} (works offline)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="histolib", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -94,9 +112,28 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("notebook")
     r.add_argument("out")
     r.add_argument("papermill_args", nargs=argparse.REMAINDER, help="passed to papermill (-k, -p, -y, ...)")
+    rr = sub.add_parser("run-real", help="run notebooks on real folders into results/real/<tag>/ (histolib.realruns)")
+    rr.add_argument("notebooks", nargs="+", metavar="NN", help="notebook numbers, e.g. 01 05")
+    rr.add_argument("--preset", action="append", default=[], help="real-data preset(s); default: every preset "
+                    "that feeds the notebook")
+    rr.add_argument("--real-root", default=None, help="folder holding the presets' folders "
+                    "(default ../shared/data/real, relative to the study root)")
+    rr.add_argument("--profile", choices=("smoke", "cpu", "paper"), help="override params.yaml's profile")
+    rr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one parameter")
+    rr.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
+    rr.add_argument("--compare-only", action="store_true", help="only rewrite results/real/<tag>/<nn>/"
+                    "beside_phantom.md from finished runs")
+    g = sub.add_parser("plots", help="dvc.yaml's plots as an offline HTML page and SVG/PNG images")
+    g.add_argument("--out", default="results/plots", help="output folder, replaced as a whole (default %(default)s)")
+    g.add_argument("--formats", default="svg", help="image formats (svg, png), comma-separated; '' for the page "
+                   "only (default %(default)s)")
     args = parser.parse_args(argv)
     if args.command == "run-notebook":
         return run_notebook(args.notebook, args.out, args.papermill_args)
+    if args.command == "run-real":
+        return _run_real(args)
+    if args.command == "plots":
+        return _plots(args.out, args.formats)
     try:
         if args.command == "params" and args.explain:
             print(describe(args.explain))
@@ -118,6 +155,45 @@ def main(argv: list[str] | None = None) -> int:
     except KeyError as e:
         print(f"histolib: error: unknown section {e}", file=sys.stderr)
         return 2
+
+
+def _run_real(args) -> int:
+    from histolib import realruns
+
+    if args.profile:
+        os.environ["HISTOLIB_PROFILE"] = args.profile
+    root = project_root()
+    try:
+        sets = _parse_sets(args.set)
+        plans = []
+        for nb in args.notebooks:
+            names = args.preset or realruns.presets_for(nb)
+            if not names:
+                known = ", ".join(f"{p.name} ({', '.join(p.notebooks)})" for p in realruns.PRESETS.values())
+                raise HistolibError(f"no real-data preset feeds notebook {nb}; presets: {known}")
+            plans += [realruns.plan(nb, name, root, args.real_root or realruns.DEFAULT_REAL_ROOT, sets,
+                                    check_folders=not (args.dry_run or args.compare_only)) for name in names]
+    except HistolibError as e:
+        print(f"histolib: error: {e}", file=sys.stderr)
+        return 2
+    for p in plans:
+        print(f"{p.preset.name} -> results/real/{p.tag}/: {json.dumps(p.overrides)}")
+        for s in p.steps:
+            print(f"  {s.notebook} -> {s.out} {' '.join(s.papermill_args)}")
+    if args.dry_run:
+        return 0
+    if args.compare_only:
+        for p in plans:
+            print("wrote", realruns.write_comparison(Path(p.steps[-1].out).parent.name, p.tag, root))
+        return 0
+    for p in plans:
+        t0 = time.perf_counter()
+        rc = realruns.run(p, root)
+        status = "done" if rc == 0 else f"FAILED (exit {rc})"
+        print(f"{p.preset.name}: {status} in {(time.perf_counter() - t0) / 60:.1f} min")
+        if rc:
+            return rc
+    return 0
 
 
 if __name__ == "__main__":

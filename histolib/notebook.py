@@ -22,7 +22,7 @@ import torch
 from histolib.config import Params, load_params
 from histolib.fileio import write_json
 from histolib.nbparams import check_parameters
-from histolib.paths import models_dir, project_root, results_dir
+from histolib.paths import data_tag, models_dir, project_root, results_dir
 from histolib.repro import environment_record, seed_everything
 
 
@@ -33,16 +33,17 @@ class Session:
     notebook: str
     root: Path
     params: Params
-    out: Path       # results/<nb>/: metrics, tables, figures, grids
-    models: Path    # models/<profile>/<nb>/: checkpoints (gitignored, DVC cache)
+    out: Path       # results/<nb>/ (real data: results/real/<tag>/<nb>/): metrics, tables, figures, grids
+    models: Path    # models/<profile>/<nb>/ (real data: models/real/<tag>/...): checkpoints (gitignored)
     env: dict
+    tag: str = ""   # histolib.paths.data_tag: "" for the phantom, else the real folders' names
 
     @property
     def conditions(self) -> dict:
         """Profile, seed and data source: printed beside every table."""
         d = self.params.data
-        return {"profile": self.params.profile, "seed": self.params.seed, "data_source": d.source,
-                "patch_size": d.patch_size}
+        return {"profile": self.params.profile, "seed": self.params.seed, "data": self.tag or "phantom",
+                "data_source": d.source, "patch_size": d.patch_size}
 
 
 def start(notebook: str, profile: str | None = None, overrides: dict | None = None,
@@ -68,8 +69,12 @@ def start(notebook: str, profile: str | None = None, overrides: dict | None = No
     env = environment_record(P.profile, root)
     print(f"histolib notebook {notebook}: profile {P.profile!r}, seed {P.seed}, device {env['device']}, "
           f"torch {env['packages']['torch']} ({env['torch_threads']} threads), commit {env['git_commit']}")
-    return Session(notebook, root, P, results_dir(notebook, root),
-                   models_dir(notebook, P.profile, root), env)
+    tag = data_tag(P)
+    if tag:
+        print(f"real data ({tag}): results in {results_dir(notebook, root, tag)}; only text and numbers there are "
+              "committable (.gitignore), figures and executed notebooks stay local")
+    return Session(notebook, root, P, results_dir(notebook, root, tag),
+                   models_dir(notebook, P.profile, root, tag), env, tag)
 
 
 def write_metrics(session: Session, metrics: dict, name: str = "metrics.json") -> Path:

@@ -40,19 +40,55 @@ def output_root(root: Path | None = None) -> Path:
     return Path(env).resolve() if env else (root or project_root())
 
 
-def results_dir(notebook: str, root: Path | None = None) -> Path:
-    """``results/<notebook>/``: metrics, tables, figures and grids of one notebook; created if missing."""
-    out = output_root(root) / "results" / notebook
+REAL = "real"  # results/real/, models/real/, data/prepared/real/: where runs on real folders go
+
+
+def data_tag(params) -> str:
+    """Name of the real data a run reads, ``""`` for the phantom.
+
+    Every knob called ``source`` or ``*_source`` in any params section (``data.source``,
+    ``data.nuclei_source``, ``inpainting.source``, ``nuclei.cross_source``, ...) that is neither
+    ``"phantom"`` nor empty names a real folder; the tag joins those folders' names with ``+`` in
+    section order (``"glomeruli_crops"``, ``"fluo_dsb+fluo_u2os"``). A non-empty tag sends the run's
+    results, models and prepared data under ``real/<tag>/`` (see :func:`results_dir`), so a real run
+    never overwrites the phantom's committed results, and ``.gitignore`` admits only text there.
+
+    Args:
+        params: a :class:`histolib.config.Params` (anything with a ``resolved`` dict of sections).
+    """
+    names: list[str] = []
+    for section in params.resolved.values():
+        if not isinstance(section, dict):
+            continue
+        for key, value in section.items():
+            if (key == "source" or key.endswith("_source")) and isinstance(value, str) \
+                    and value not in ("", "phantom"):
+                name = Path(value.rstrip("/\\")).name or value
+                if name not in names:
+                    names.append(name)
+    return "+".join(names)
+
+
+def _tagged(base: Path, tag: str) -> Path:
+    return base / REAL / tag if tag else base
+
+
+def results_dir(notebook: str, root: Path | None = None, tag: str = "") -> Path:
+    """``results/<notebook>/`` (phantom) or ``results/real/<tag>/<notebook>/`` (real data, :func:`data_tag`):
+    metrics, tables, figures and grids of one notebook; created if missing."""
+    out = _tagged(output_root(root) / "results", tag) / notebook
     out.mkdir(parents=True, exist_ok=True)
     return out
 
 
-def prepared_dir(profile: str, root: Path | None = None) -> Path:
-    """``data/prepared/<profile>`` under the project root: the builder's output for one profile, so
-    running the smoke tests never overwrites the ``cpu`` data (or the other way round)."""
-    return (root or project_root()) / "data" / "prepared" / profile
+def prepared_dir(profile: str, root: Path | None = None, tag: str = "") -> Path:
+    """``data/prepared/<profile>`` (or ``data/prepared/real/<tag>/<profile>``) under the project root: the
+    builder's output for one profile and data source, so running the smoke tests never overwrites the
+    ``cpu`` data, nor a real run the phantom's (or the other way round)."""
+    return _tagged((root or project_root()) / "data" / "prepared", tag) / profile
 
 
-def models_dir(notebook: str, profile: str, root: Path | None = None) -> Path:
-    """``models/<profile>/<notebook>/``: trained weights and checkpoints (DVC outs, gitignored)."""
-    return output_root(root) / "models" / profile / notebook
+def models_dir(notebook: str, profile: str, root: Path | None = None, tag: str = "") -> Path:
+    """``models/<profile>/<notebook>/`` (or ``models/real/<tag>/<profile>/<notebook>/``): trained weights and
+    checkpoints (DVC outs, gitignored)."""
+    return _tagged(output_root(root) / "models", tag) / profile / notebook

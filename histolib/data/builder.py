@@ -36,6 +36,7 @@ from histolib.data import phantom
 from histolib.data.folder import Pairs, listing_fingerprint, load_pairs, save_pairs
 from histolib.errors import DataError
 from histolib.fileio import complete_dir, write_json
+from histolib.paths import data_tag, prepared_dir
 from histolib.ops.instance import relabel_sequential
 
 DATASET_IDS = {"glomeruli": 1, "tiles": 2, "nuclei": 3}
@@ -232,35 +233,57 @@ def _phantom_nuclei(P, seed: int) -> dict:
             out[split]["images"].append(t.image)
             out[split]["masks"].append(t.nuclei)
             out[split]["names"].append(f"{split}_{i:05d}.png")
-            out[split]["labels"].append({"slide": f"phantom-{split}-{i:05d}", "style": d.nuclei_style})
+            out[split]["labels"].append({"slide": f"phantom-{split}-{i:05d}", "style": d.nuclei_style,
+                                         "source_image": f"{split}_{i:05d}.png"})
     return out
 
 
-def _real_nuclei(P, seed: int, root: Path) -> tuple[dict, list, list[str]]:
-    """Real instance-labelled tiles: split by image (or slide), then cut into non-overlapping crops."""
+def nuclei_group(name: str, pairs: Pairs) -> str:
+    """The split unit of a real nuclei image: ``labels.csv``'s ``slide`` when given, else the image itself.
+
+    (Nuclei file names carry no slide: ``dna-0.png``, ``dna-1.png``, ... are different fields, so the
+    glomerulus rule "name up to the last ``-``" would put a whole set in one split.)
+    """
+    return pairs.label(name, "slide") or name
+
+
+def _real_nuclei(P, seed: int, root: Path) -> tuple[dict, list, list[str], dict | None]:
+    """Real instance-labelled images: split by image (or slide), rescaled so the training split's median
+    nucleus has ``data.nucleus_diameter`` px (:func:`histolib.data.nuclei_scale.nucleus_scale`, measured on
+    the training masks only; ``data.nuclei_rescale: false`` keeps the pixel size), then cut into
+    non-overlapping ``data.nuclei_size`` crops (a side shorter than that is padded with the image's
+    background level, see :func:`histolib.data.nuclei_scale.tile_pair`).
+
+    Returns:
+        ``(splits, skipped, notes, scale)``: ``scale`` the :class:`NucleusScale` as a dict (``None`` when
+        not rescaled); every tile's labels row holds its ``source_image`` and ``slide``.
+    """
+    from histolib.data.nuclei_scale import nucleus_scale, scaled_tiles
+
     d = P.data
     folder = (root / d.nuclei_source).resolve()
     pairs, notes = _load_real(folder, "instances")
-    slides = [_slide_of(n, pairs) for n in pairs.names]
-    parts = split_by_group(slides, list(d.n_nuclei), seed)
+    groups = [nuclei_group(n, pairs) for n in pairs.names]
+    parts = split_by_group(groups, list(d.n_nuclei), seed)
     size = d.nuclei_size
-    if small := [n for n, im in zip(pairs.names, pairs.images, strict=True) if min(im.shape[:2]) < size]:
-        notes.append(f"{folder}: {len(small)} image(s) smaller than nuclei_size {size} px give no crop: "
-                     f"{', '.join(small[:10])}{' ...' if len(small) > 10 else ''}")
+    scale = None
+    factor = 1.0
+    if d.nuclei_rescale and parts[0]:
+        sc = nucleus_scale([pairs.masks[i] for i in parts[0]], d.nucleus_diameter, measured_on="training")
+        scale, factor = sc.to_dict(), sc.factor
+        notes.append(f"{folder}: every split rescaled {sc.text()}")
     out = {}
     for split, idx in zip(("train", "val", "test"), parts, strict=True):
-        out[split] = {"images": [], "masks": [], "names": [], "labels": []}
-        for i in idx:
-            img, msk = pairs.images[i], pairs.masks[i]
-            for y in range(0, img.shape[0] - size + 1, size):
-                for x in range(0, img.shape[1] - size + 1, size):
-                    crop = msk[y:y + size, x:x + size]
-                    # ids 1..n inside each crop, background pinned at 0 (a crop may have no background pixel)
-                    out[split]["images"].append(np.ascontiguousarray(img[y:y + size, x:x + size]))
-                    out[split]["masks"].append(relabel_sequential(crop))
-                    out[split]["names"].append(f"{Path(pairs.names[i]).stem}_y{y:04d}_x{x:04d}.png")
-                    out[split]["labels"].append({"slide": slides[i], "source_image": pairs.names[i]})
-    return out, pairs.skipped, notes
+        t = scaled_tiles([pairs.images[i] for i in idx], [pairs.masks[i] for i in idx],
+                         [pairs.names[i] for i in idx], factor, size)
+        if t["padded"]:
+            notes.append(f"{folder}: {split}: {len(t['padded'])} image(s) shorter than nuclei_size {size} px "
+                         f"after rescaling, padded with their background level: "
+                         f"{', '.join(t['padded'][:10])}{' ...' if len(t['padded']) > 10 else ''}")
+        group_of = dict(zip(pairs.names, groups, strict=True))
+        out[split] = {"images": t["images"], "masks": t["masks"], "names": t["names"],
+                      "labels": [{"slide": group_of[src], "source_image": src} for src in t["source_image"]]}
+    return out, pairs.skipped, notes, scale
 
 
 def _check_splits(name: str, splits: dict, source: str) -> list[str]:
@@ -301,7 +324,8 @@ def build_all(P, root: Path, prepared: Path | None = None,
     Args:
         P: :class:`histolib.config.Params` (uses ``P.data`` and ``P.seed``).
         root: the project root (real-data folders are relative to it).
-        prepared: output folder; default ``<root>/data/prepared/<profile>``.
+        prepared: output folder; default :func:`histolib.paths.prepared_dir` (``<root>/data/prepared/<profile>``,
+            or ``.../prepared/real/<tag>/<profile>`` when ``P`` reads real folders).
         log: where progress, skipped files and warnings are reported (one line each).
 
     Returns:
@@ -310,7 +334,7 @@ def build_all(P, root: Path, prepared: Path | None = None,
     Raises:
         DataError: a bad real folder (see :func:`histolib.data.folder.load_pairs`) or an empty split.
     """
-    prepared = Path(prepared or root / "data" / "prepared" / P.profile)
+    prepared = Path(prepared or prepared_dir(P.profile, root, data_tag(P)))
     prepared.mkdir(parents=True, exist_ok=True)
     # from here on, the datasets may be a mix of old and new: no manifest may vouch for them
     (prepared / "manifest.json").unlink(missing_ok=True)
@@ -348,13 +372,14 @@ def build_all(P, root: Path, prepared: Path | None = None,
         log(f"{name} (phantom): {manifest['datasets'][name]['counts']}")
 
     if d.nuclei_source == "phantom":
-        nuc, skipped, notes = _phantom_nuclei(P, seed), [], []
+        nuc, skipped, notes, nuc_scale = _phantom_nuclei(P, seed), [], [], None
     else:
-        nuc, skipped, notes = _real_nuclei(P, seed, root)
+        nuc, skipped, notes, nuc_scale = _real_nuclei(P, seed, root)
     real_report("nuclei", skipped, notes)
     _check_splits("nuclei", nuc, d.nuclei_source)
     manifest["datasets"]["nuclei"] = _write_dataset(prepared, "nuclei", nuc, "instances")
     manifest["datasets"]["nuclei"]["source"] = d.nuclei_source
+    manifest["datasets"]["nuclei"]["scale"] = nuc_scale  # None: phantom (drawn at nucleus_diameter) or not rescaled
     log(f"nuclei ({d.nuclei_source}): {manifest['datasets']['nuclei']['counts']}, skipped {len(skipped)}")
     write_json(prepared / "manifest.json", manifest)
     return manifest

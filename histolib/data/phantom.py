@@ -1127,9 +1127,10 @@ def nuclei_field(
         size: side in px, in [16, 4096].
         style: "he" (pink H&E stroma/cytoplasm, purple nuclei with chromatin texture, darker rim,
             pale vesicular or dark hyperchromatic) or "fluorescence" (dark background, bright
-            grey-blue DAPI-like nuclei; still ``(H, W, 3)`` uint8).
+            DAPI/Hoechst-like nuclei, grey stored as ``(H, W, 3)`` uint8 like BBBC038's files; image
+            brightness log-uniform from faint to bright).
         density: fraction of the area covered by nuclei before thinning, in [0.01, 0.8];
-            ``None`` draws it from U(0.12, 0.4).
+            ``None`` draws it from U(0.12, 0.4) (H&E) or U(0.06, 0.3) (fluorescence).
         nucleus_diameter: median nucleus diameter in px, in [2, 128].
 
     Returns:
@@ -1150,8 +1151,8 @@ def nuclei_field(
     nd0 = _check_float(nucleus_diameter, "nucleus_diameter", 2.0, 128.0)
 
     rng = np.random.default_rng(seed)
-    if density is None:
-        density = float(rng.uniform(0.12, 0.4))
+    if density is None:  # fluorescence fields (BBBC038) are sparser than H&E tissue
+        density = float(rng.uniform(0.06, 0.3) if style == "fluorescence" else rng.uniform(0.12, 0.4))
     ss = _supersample((n, n))
     N, nd = n * ss, nd0 * ss
     sc = _Scene(rng, (N, N), "he", 8 * nd, nd, ss)
@@ -1207,13 +1208,15 @@ def nuclei_field(
     else:
         sc.h[:] = 0.0
         sc.p[:] = 0.0
-        labels = _render_nuclei(sc, sc.nuclei.array(), p_frac=0.0, tex=0.35)
+        # Calibrated against BBBC038 fluorescence (grey stored as RGB; at 9 px nuclei: background ~10,
+        # nuclei ~40 on average but from faint to bright between images, ~14 % of pixels nuclei).
+        labels = _render_nuclei(sc, sc.nuclei.array(), p_frac=0.0, tex=0.2)
         sig = rng.uniform(0.6, 1.1) * ss
         sgl = gaussian_filter(sc.h, sig, truncate=3.0)
-        tint = np.array([0.55, 0.68, 1.0], np.float32) * np.float32(rng.uniform(0.85, 1.15))
-        bg = np.float32(rng.uniform(6, 20)) * (1 + 0.3 * sc.low)
-        gain = np.float32(rng.uniform(120, 190))
-        img = (bg + gain * sgl)[..., None] * tint + rng.normal(0, 2.0, (N, N, 3)).astype(np.float32)
+        bg = np.float32(rng.uniform(4, 16)) * (1 + 0.3 * sc.low)
+        gain = np.float32(np.exp(rng.uniform(np.log(25.0), np.log(130.0))))  # image brightness, log-uniform
+        grey = bg + gain * sgl + rng.normal(0, 1.5, (N, N)).astype(np.float32)
+        img = np.repeat(grey[..., None], 3, axis=2)  # grey stored as RGB, as the BBBC files
         stain = "fluorescence"
     if ss > 1:
         img = img.reshape(n, ss, n, ss, 3).mean((1, 3))

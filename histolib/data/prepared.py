@@ -7,7 +7,7 @@ from pathlib import Path
 
 from histolib.data.folder import Pairs, load_pairs
 from histolib.errors import DataError
-from histolib.paths import prepared_dir
+from histolib.paths import data_tag, prepared_dir
 
 # dataset -> (mask kind, number of classes): what each folder's masks hold.
 DATASETS = {
@@ -84,13 +84,13 @@ def ensure_prepared(P, root: Path | None = None, log=print) -> Path:
     in JupyterLab or under nbval it builds what the notebook needs (seconds at ``smoke``).
 
     Returns:
-        ``data/prepared/<profile>``.
+        ``data/prepared/<profile>`` (``data/prepared/real/<tag>/<profile>`` for real folders).
     """
     from histolib.data.builder import build_all
     from histolib.paths import project_root
 
     root = root or project_root()
-    folder = prepared_dir(P.profile, root)
+    folder = prepared_dir(P.profile, root, data_tag(P))
     if not is_current(folder, P, root):
         log(f"building data for profile {P.profile!r} into {folder} ...")
         build_all(P, root, prepared=folder, log=log)

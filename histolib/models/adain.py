@@ -39,15 +39,18 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class EncoderInfo:
-    """What :func:`vgg19_relu4_1` built: ``kind`` is ``"vgg19-imagenet-local"`` or
-    ``"vgg19-random-init"``; ``weights_path`` the file loaded (or None); ``width`` the channel
-    multiplier; ``depth`` the deepest tap (4 = relu4_1); ``channels`` its channel count."""
+    """What :func:`vgg19_relu4_1` built: ``kind`` is ``"vgg19-imagenet-local"``,
+    ``"vgg19-random-init"`` or ``"vgg19-trained-in-pipeline"`` (the random-init encoder then trained
+    as an autoencoder on the data at hand, ``trained_steps`` iterations; DESIGN.md section 7);
+    ``weights_path`` the file loaded (or None); ``width`` the channel multiplier; ``depth`` the
+    deepest tap (4 = relu4_1); ``channels`` its channel count."""
 
     kind: str
     weights_path: str | None
     width: float
     channels: int
     depth: int = 4
+    trained_steps: int = 0
 
     @property
     def layer(self) -> str:
@@ -55,7 +58,8 @@ class EncoderInfo:
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "weights_path": self.weights_path, "width": self.width,
-                "channels": self.channels, "depth": self.depth, "layer": self.layer}
+                "channels": self.channels, "depth": self.depth, "layer": self.layer,
+                "trained_steps": self.trained_steps}
 
 
 class VGGEncoder(nn.Module):

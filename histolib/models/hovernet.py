@@ -5,10 +5,12 @@ HoVer-Net segments nuclei with a shared pre-activation residual encoder and two 
 to its nucleus centroid, see :func:`histolib.ops.instance.hv_maps`); instances come from
 :func:`histolib.ops.instance.hovernet_postprocess`.
 
-Differences from the original, for the CPU profile and for readability: a pre-activation ResNet
-of ``len(blocks)`` stages with basic (two 3x3) blocks at ``width * 2^s`` channels instead of
-ResNet-50's bottlenecks at 256..2048 (``width=64, blocks=(3, 4, 6, 3)`` gives ResNet-34's shape);
-"same" padding so the output has the input's size (the original crops 270 -> 80 px); and
+The encoder is a pre-activation ResNet of ``len(blocks)`` stages, with ``block="basic"`` (two 3x3
+convolutions, stage ``s`` at ``width * 2^s`` channels: ``width=64, blocks=(3, 4, 6, 3)`` is ResNet-34's
+shape; the CPU profiles) or ``block="bottleneck"`` (1x1 -> 3x3 -> 1x1 with expansion 4, stage ``s`` at
+``4 * width * 2^s`` output channels: ``width=64, blocks=(3, 4, 6, 3)`` is the pre-activation ResNet-50
+of HoVer-Net, 256..2048 channels; the ``paper`` profile). Remaining differences from the original, for
+the CPU and for readability: a 3x3 stem instead of 7x7; "same" padding so the output has the input's size (the original crops 270 -> 80 px); and
 U-Net-style decoders (nearest x2 up, add the encoder skip, two 3x3 conv-BN-ReLU) instead of
 HoVer-Net's dense decoder blocks. The loss is HoVer-Net's (below).
 """
@@ -39,6 +41,38 @@ class PreActBlock(nn.Module):
         out = self.conv1(pre)
         out = self.conv2(F.relu(self.bn2(out)))
         return out + skip
+
+
+class PreActBottleneck(nn.Module):
+    """Pre-activation bottleneck (ResNet-50's block): ``x + conv1x1(relu(bn(conv3x3(relu(bn(conv1x1(
+    relu(bn(x)))))))))`` with ``mid`` channels inside and ``4 * mid`` out; strided 1x1 shortcut when the
+    shape changes (the stride sits on the 3x3, as torchvision's ResNet-50 v1.5 and HoVer-Net)."""
+
+    expansion = 4
+
+    def __init__(self, cin: int, mid: int, stride: int = 1):
+        super().__init__()
+        cout = mid * self.expansion
+        self.bn1 = nn.BatchNorm2d(cin)
+        self.conv1 = nn.Conv2d(cin, mid, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(mid)
+        self.conv2 = nn.Conv2d(mid, mid, 3, stride=stride, padding=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(mid)
+        self.conv3 = nn.Conv2d(mid, cout, 1, bias=False)
+        self.shortcut = None
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = F.relu(self.bn1(x))
+        skip = x if self.shortcut is None else self.shortcut(pre)
+        out = self.conv1(pre)
+        out = self.conv2(F.relu(self.bn2(out)))
+        out = self.conv3(F.relu(self.bn3(out)))
+        return out + skip
+
+
+BLOCKS = ("basic", "bottleneck")
 
 
 class _ConvBNReLU(nn.Sequential):
@@ -73,29 +107,36 @@ class HoVerNet(nn.Module):
 
     Args:
         in_channels: image channels (3).
-        width: channels of the first stage; stage ``s`` has ``width * 2^s``.
+        width: channels of the first stage; stage ``s`` has ``width * 2^s`` (basic) or
+            ``4 * width * 2^s`` (bottleneck) output channels.
         blocks: residual blocks per stage; stage 0 keeps full resolution, each later one halves
             it, so inputs are padded to a multiple of ``2^(len(blocks) - 1)`` internally.
+        block: ``"basic"`` (:class:`PreActBlock`) or ``"bottleneck"`` (:class:`PreActBottleneck`).
 
     Forward:
         ``(B, in_channels, H, W)`` float (normalised image) -> ``{"np": (B, 2, H, W)`` logits,
         ``"hv": (B, 2, H, W)}`` (channel 0 horizontal, 1 vertical; no activation, as HoVer-Net).
     """
 
-    def __init__(self, in_channels: int = 3, width: int = 16, blocks: tuple[int, ...] = (1, 1, 1, 1)):
+    def __init__(self, in_channels: int = 3, width: int = 16, blocks: tuple[int, ...] = (1, 1, 1, 1),
+                 block: str = "basic"):
         super().__init__()
         if width < 1 or len(blocks) < 1 or min(blocks) < 1:
             raise ValueError(f"width must be >= 1 and blocks a non-empty tuple of ints >= 1, "
                              f"got width={width}, blocks={blocks}")
-        chans = [width * 2 ** s for s in range(len(blocks))]
+        if block not in BLOCKS:
+            raise ValueError(f"block must be one of {BLOCKS}, got {block!r}")
+        mids = [width * 2 ** s for s in range(len(blocks))]
+        unit, exp = (PreActBlock, 1) if block == "basic" else (PreActBottleneck, PreActBottleneck.expansion)
+        chans = [m * exp for m in mids]
         self.stem = nn.Conv2d(in_channels, width, 3, padding=1, bias=False)
         self.stages = nn.ModuleList()
         cin = width
-        for s, (cout, n) in enumerate(zip(chans, blocks, strict=True)):
-            layers = [PreActBlock(cin, cout, stride=1 if s == 0 else 2)]
-            layers += [PreActBlock(cout, cout) for _ in range(n - 1)]
+        for s, (mid, n) in enumerate(zip(mids, blocks, strict=True)):
+            layers = [unit(cin, mid, stride=1 if s == 0 else 2)]
+            layers += [unit(mid * exp, mid) for _ in range(n - 1)]
             self.stages.append(nn.Sequential(*layers))
-            cin = cout
+            cin = mid * exp
         self.np_branch = _Decoder(chans, 2)
         self.hv_branch = _Decoder(chans, 2)
         self.multiple = 2 ** (len(blocks) - 1)

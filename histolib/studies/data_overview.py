@@ -277,3 +277,182 @@ def realism_claims(summary: dict, stats_rows: list[dict]) -> list[dict]:
                        "evidence": f"phantom median {med:.3f}, real IQR [{lo:.3f}, {hi:.3f}]",
                        "verdict": "holds" if lo <= med <= hi else "does not hold"})
     return claims
+
+
+# --------------------------------------------------------------------------------------------
+# Every real set against the phantom (nuclei sets: fluorescence and H&E)
+# --------------------------------------------------------------------------------------------
+
+def _is_grey(image: np.ndarray) -> bool:
+    im = np.asarray(image)
+    return bool((im[..., 0] == im[..., 1]).all() and (im[..., 0] == im[..., 2]).all())
+
+
+def find_real_sets(real_root: Path) -> dict[str, dict]:
+    """Every folder directly under ``real_root`` in the plain layout (``images/``, ``masks/``).
+
+    The kind is read from the first mask (``nuclei``: instance ids beyond 0/1/255, else ``glomeruli``)
+    and the modality from the first image (``fluorescence``: grey stored as RGB, else ``brightfield``).
+
+    Returns:
+        ``{name: {"folder": Path, "kind": "nuclei" | "glomeruli", "modality": ...}}`` sorted by name;
+        ``{}`` when ``real_root`` is absent (the callers then skip their real sections).
+    """
+    from histolib.data.folder import IMAGE_SUFFIXES, read_mask, read_rgb
+
+    real_root = Path(real_root)
+    if not real_root.is_dir():
+        return {}
+    out = {}
+    for folder in sorted(p for p in real_root.iterdir() if (p / "images").is_dir() and (p / "masks").is_dir()):
+        first = next((p for p in sorted((folder / "images").iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES), None)
+        if first is None or not (folder / "masks" / first.name).is_file():
+            continue
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # grey-as-RGB conversions
+            mask = read_mask(folder / "masks" / first.name, "instances")
+            image = read_rgb(first)
+        kind = "nuclei" if set(np.unique(mask).tolist()) - {0, 1, 255} else "glomeruli"
+        out[folder.name] = {"folder": folder, "kind": kind,
+                            "modality": "fluorescence" if _is_grey(image) else "brightfield"}
+    return out
+
+
+def load_real_nuclei(folder: Path, limit: int) -> Pairs:
+    """Up to ``limit`` images of a real nuclei folder (16-bit instance masks), grey-as-RGB warnings silenced."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_pairs(folder, "instances", strict=False, limit=limit)
+
+
+NUCLEI_STATS = ("background_intensity", "nucleus_intensity", "contrast", "saturation", "nucleus_diameter_px",
+                "nucleus_fraction", "nuclei_per_1e4_px_at_target")
+NUCLEI_STAT_LABELS = {
+    "background_intensity": "background intensity (grey, 0-255)",
+    "nucleus_intensity": "nucleus intensity (grey, 0-255)",
+    "contrast": "nucleus - background (grey)",
+    "saturation": "saturation (HSV, whole image)",
+    "nucleus_diameter_px": "median nucleus diameter, px (as stored)",
+    "nucleus_fraction": "area fraction covered by nuclei",
+    "nuclei_per_1e4_px_at_target": "nuclei per 10^4 px at the profile's nucleus diameter",
+}
+
+
+def nuclei_statistics(images, masks, target_diameter: float) -> dict[str, np.ndarray]:
+    """Per-image intensity, colour, size and density statistics of nucleus images.
+
+    Args:
+        images: ``(H, W, 3)`` uint8 images (sizes may differ).
+        masks: their instance maps.
+        target_diameter: the profile's ``data.nucleus_diameter``: densities are counted after the set is
+            scaled so its median nucleus has this diameter (one factor for the set, as the builder does),
+            so sets of different pixel sizes compare.
+
+    Returns:
+        Arrays of length N for every key of :data:`NUCLEI_STATS`: grey = RGB mean; ``contrast`` =
+        nucleus - background grey means; ``nucleus_diameter_px`` the median equivalent diameter
+        ``2 sqrt(A / pi)`` in the image; ``nuclei_per_1e4_px_at_target`` = ``n / (H W f^2) * 1e4`` with
+        ``f = target / (the set's median diameter)``. Images without a nucleus give NaN where undefined.
+    """
+    from histolib.data.nuclei_scale import equivalent_diameters
+
+    set_median = float(np.median(equivalent_diameters(masks))) if len(masks) else float("nan")
+    f = target_diameter / set_median if set_median > 0 else float("nan")
+    out: dict[str, list] = {k: [] for k in NUCLEI_STATS}
+    for im, m in zip(images, masks, strict=True):
+        im, m = np.asarray(im), np.asarray(m)
+        grey = im.astype(np.float64).mean(-1)
+        fg = m > 0
+        d = equivalent_diameters([m])
+        bg_v = float(grey[~fg].mean()) if (~fg).any() else float("nan")
+        fg_v = float(grey[fg].mean()) if fg.any() else float("nan")
+        out["background_intensity"].append(bg_v)
+        out["nucleus_intensity"].append(fg_v)
+        out["contrast"].append(fg_v - bg_v)
+        out["saturation"].append(float(rgb2hsv(im)[..., 1].mean()))
+        out["nucleus_diameter_px"].append(float(np.median(d)) if d.size else float("nan"))
+        out["nucleus_fraction"].append(float(fg.mean()))
+        out["nuclei_per_1e4_px_at_target"].append(d.size / (m.size * f * f) * 1e4)
+    return {k: np.asarray(v, float) for k, v in out.items()}
+
+
+def phantom_nuclei_fields(style: str, n: int, size: int, nucleus_diameter: float, seed: int = 0) -> Pairs:
+    """``n`` phantom nuclei fields of one style (``fluorescence`` or ``he``), for comparison with a real set
+    of that modality (the prepared dataset holds one style only)."""
+    from histolib.data import phantom
+
+    tiles = [phantom.nuclei_field(seed * 100_003 + i, size=size, style=style, nucleus_diameter=nucleus_diameter)
+             for i in range(n)]
+    return Pairs(np.stack([t.image for t in tiles]), np.stack([t.nuclei.astype(np.int32) for t in tiles]),
+                 [f"phantom_{style}_{i:03d}.png" for i in range(n)])
+
+
+def nuclei_comparison_rows(name: str, style: str, phantom: dict, real: dict) -> list[dict]:
+    """:func:`compare_statistics` rows of one real nuclei set against the phantom of its modality, labelled."""
+    return [{"real set": name, "phantom style": style,
+             "statistic": NUCLEI_STAT_LABELS.get(r["statistic"], r["statistic"]),
+             **{k: v for k, v in r.items() if k != "statistic"}} for r in compare_statistics(phantom, real)]
+
+
+def real_tiles_at_scale(pairs: Pairs, target_diameter: float, size: int, n: int) -> list[np.ndarray]:
+    """``n`` tiles of a real nuclei set at the profile's scale (the set's own median nucleus diameter mapped
+    to ``target_diameter``), for side-by-side grids (written only under ``results/real/``)."""
+    from histolib.data.nuclei_scale import nucleus_scale, scaled_tiles
+
+    s = nucleus_scale(pairs.masks, target_diameter, measured_on="all loaded")
+    t = scaled_tiles(pairs.images, pairs.masks, pairs.names, s.factor, size)
+    step = max(1, len(t["images"]) // max(n, 1))
+    return t["images"][::step][:n]
+
+
+def side_by_side_figure(phantom_images, real_images, title: str):
+    """Two rows: phantom above, real below (the figure holds real pixels: save it under ``results/real/``)."""
+    k = min(len(phantom_images), len(real_images))
+    return viz.image_grid([list(phantom_images[:k]), list(real_images[:k])], row_labels=["phantom", "real"],
+                          title=title)
+
+
+def compare_real_sets(real_sets: dict, P, figures_dir: Path) -> tuple[list[dict], list[Path]]:
+    """Every real set of :func:`find_real_sets` against the phantom of its kind and modality.
+
+    Nuclei sets: :func:`nuclei_statistics` of up to ``sim2real.n_real`` real images against
+    ``4 x sim2real.n_grid`` phantom fields of the same modality (fluorescence, or H&E for brightfield) at
+    the profile's ``data.nuclei_size`` and ``data.nucleus_diameter``; glomerulus sets: their crops beside
+    phantom glomerulus patches (their colour statistics are the section above). Every set also gets a
+    side-by-side grid at the profile's scale, written to ``figures_dir`` (it holds real pixels: a
+    git-ignored folder, never ``results/00``).
+
+    Returns:
+        ``(rows, figures)``: the comparison rows (numbers only) and the paths of the figures written.
+    """
+    from histolib.data import phantom
+    from histolib.data.builder import _resize
+
+    d, s = P.data, P.sim2real
+    rows, figures = [], []
+    for name, info in real_sets.items():
+        if info["kind"] == "nuclei":
+            style = "fluorescence" if info["modality"] == "fluorescence" else "he"
+            real = load_real_nuclei(info["folder"], s.n_real)
+            ph = phantom_nuclei_fields(style, 4 * s.n_grid, d.nuclei_size, d.nucleus_diameter, P.seed)
+            rows += nuclei_comparison_rows(name, style, nuclei_statistics(ph.images, ph.masks, d.nucleus_diameter),
+                                           nuclei_statistics(real.images, real.masks, d.nucleus_diameter))
+            real_imgs = real_tiles_at_scale(real, d.nucleus_diameter, d.nuclei_size, s.n_grid)
+            title = (f"{name} ({len(real)} images, {info['modality']}) beside phantom {style} fields, both at a "
+                     f"median nucleus diameter of {d.nucleus_diameter:g} px")
+            fig = side_by_side_figure(ph.images, real_imgs, title)
+        else:
+            real = load_real_crops(info["folder"], s.n_grid)
+            ph = [phantom.glomerulus_patch(P.seed * 100_003 + i, size=d.patch_size, stain=d.stain).image
+                  for i in range(s.n_grid)]
+            fig = side_by_side_figure(ph, [_resize(np.asarray(im), d.patch_size, nearest=False) for im in real.images],
+                                      f"{name} beside phantom {d.stain.upper()} glomerulus patches "
+                                      f"({d.patch_size} px; real crops are tight)")
+        path = Path(figures_dir) / f"side_by_side_{name}.png"
+        viz.save_figure(fig, path)
+        figures.append(path)
+    return rows, figures

@@ -31,10 +31,18 @@ class DataParams:
     n_tiles: list[int] = knob("tissue tiles per split [train, val, test]", min=0, length=3)
     crop_size: int = knob("sclerosed-centred crops cut from the tiles, px", min=16)
     nuclei_size: int = knob("nuclei field side in px", min=32, max=2048)
-    nuclei_style: str = knob("phantom nuclei fields", choices=("he", "fluorescence"))
-    nucleus_diameter: float = knob("mean phantom nucleus diameter, px (MoNuSeg at 40x: median 22)", min=3)
+    nuclei_style: str = knob("phantom nuclei fields: fluorescence (the nuclei paper's modality, BBBC-like "
+                             "grey DAPI/Hoechst) or he (H&E); a real folder's modality is its own (say which "
+                             "in this key, it is recorded beside the results)", choices=("he", "fluorescence"))
+    nucleus_diameter: float = knob("median nucleus diameter, px: of the phantom fields, and the diameter real "
+                                   "nuclei folders are rescaled to (see nuclei_rescale; paper 004: ~14 px, "
+                                   "blob area 155 px; BBBC at its own scale ~17, MoNuSeg at 40x 22)", min=3)
+    nuclei_rescale: bool = knob("real nuclei folders: rescale every split by data.nucleus_diameter / the "
+                                "median equivalent nucleus diameter of the TRAINING split's masks (never "
+                                "from validation or test masks); false keeps the files' pixel size")
     n_nuclei: list[int] = knob("nuclei fields per split [train, val, test]; real nuclei "
-                                   "folders: split fractions", min=0, length=3)
+                                   "folders: split fractions (by image, or by labels.csv's slide)", min=0,
+                               length=3)
 
 
 @section("unet")
@@ -59,7 +67,9 @@ class Sim2RealParams:
 
     real_folder: str = knob("real glomerulus crops for the realism checks (skipped cleanly when absent); "
                             "relative to the project root")
-    n_real: int = knob("real crops used at most (all 504 in ../shared)", min=1)
+    real_root: str = knob("folder searched for every real set (subfolders with images/ and masks/: glomerulus "
+                          "crops, H&E and fluorescence nuclei) compared with the phantom; skipped when absent")
+    n_real: int = knob("real images used at most per set (all 504 crops in ../shared)", min=1)
     n_grid: int = knob("examples per dataset grid", min=1, max=64)
     real_fill: float = knob("glomerulus diameter / crop side in the real crops (~0.99: tight crops); "
                             "real crops are rescaled so the glomerulus matches the phantom's mean fill", min=0.1)

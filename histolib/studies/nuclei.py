@@ -20,9 +20,16 @@ tested on the held-out real test split with HoVer-Net's metrics (Table 1, Fig. 5
 
 Decisions where the paper is silent (written down here and in the notebook):
 
-* The ``J`` images are the first ``J`` of one seeded permutation of the training set (nested:
-  the 2 images are among the 5, the 5 among the 10); seeds vary the networks' initialisation,
-  the generated data and the training batches, not the real images (the paper reports one run).
+* The ``J`` images are the first ``J`` of one seeded permutation of the training *images* (nested:
+  the 2 images are among the 5, the 5 among the 10), with all the tiles the builder cut from them
+  (:func:`image_subsets`); seeds vary the networks' initialisation, the generated data and the
+  training batches, not the real images (the paper reports one run).
+* Scale: a real folder is rescaled by the builder so that its training masks' median nucleus has
+  ``data.nucleus_diameter`` px. A cross-source test set (``cross_source``; the paper's NucleusSegData,
+  here e.g. U2OS nuclei ~6x the BBBC ones) cannot use that factor (another microscope) nor its own
+  test masks: ``cross_calibration`` of its images, drawn with the seed, give its factor and are never
+  tested (:func:`load_cross_source`). Every HoVer-Net is scored on both test sets; Table 1 and the
+  J-gain claims are reported for each (``table1.md``, ``table1_cross.md``, claims ``*-cross``).
 * Table 1's "Training on our generated images": generated pairs only (``mix_real: false``); with
   ``mix_real: true`` the ``J`` real images are added, the "augment" reading of Sec. 3.3.
 * Generator replicates (``protocol.n_gan_seeds``, seeds :func:`histolib.repro.replicate_seeds`):
@@ -98,30 +105,52 @@ class NucleiParams:
                                "whole map, Algorithm 3 as printed)", min=0.0, max=1.0)
     patience: int = knob("consecutive draws without a fitting blob before a mask is done (Algorithm 3: 1; "
                          "the authors' code: a 60 s cap)", min=1)
-    n_generated: int = knob("N, generated image/mask pairs per J and seed", min=1)
+    n_generated: int = knob("N, generated image/mask pairs per J and seed (paper: not stated; 1,000 at paper "
+                            "is a documented substitute)", min=1)
     n_placement_eval: int = knob("priors used to compare greedy and random placement (Fig. 3)", min=2)
-    adain_width: float = knob("AdaIN encoder/decoder channel multiplier (1 = VGG19; must be 1 with weights)",
-                              min=0.01, max=1.0)
+    adain_width: float = knob("AdaIN encoder/decoder channel multiplier (1 = VGG19, the paper; must be 1 with "
+                              "weights)", min=0.01, max=1.0)
     adain_depth: int = knob("AdaIN encoder depth: 4 = relu4_1 (paper), 3 = relu3_1 (CPU substitute)",
                             choices=(2, 3, 4))
-    vgg_weights: str = knob("local torchvision VGG19 state dict for the AdaIN encoder ('' = random-init "
-                            "substitute; nothing is downloaded)")
-    adain_size: int = knob("AdaIN training crop side, px", min=8)
-    adain_batch: int = knob("AdaIN minibatch", min=1)
-    adain_steps: int = knob("AdaIN decoder iterations (AdaIN reference: 160,000)", min=1)
+    vgg_weights: str = knob("local torchvision VGG19 state dict for the AdaIN encoder (the paper's; '' = "
+                            "documented substitute: random-init encoder, recorded with the results; nothing "
+                            "is downloaded)")
+    adain_size: int = knob("AdaIN training crop side, px (paper: silent; the AdaIN reference: 256)", min=8)
+    adain_batch: int = knob("AdaIN minibatch (paper: silent; the AdaIN reference: 8)", min=1)
+    adain_steps: int = knob("AdaIN decoder iterations (paper: 30,000, 'epochs' in its text, read as "
+                            "iterations; the AdaIN reference code: 160,000)", min=1)
     adain_warmup: int = knob("first AdaIN iterations fitting the decoder as the encoder's inverse (0 = paper)",
                              min=0)
-    adain_lr: float = knob("AdaIN Adam learning rate (reference: 1e-4)", min=0.0, max=1.0)
+    adain_encoder_steps: int = knob("without vgg_weights: the first of the adain_warmup iterations also train the "
+                                    "random-init encoder as an autoencoder on the content masks and real tiles, "
+                                    "then frozen (DESIGN.md section 7: a feature network trained on the data at "
+                                    "hand); 0 = random-init encoder (the paper: ImageNet VGG19). Measured on "
+                                    "phantom fluorescence, 64 px, J = 5, 300 AdaIN steps, 2 replicates: "
+                                    "faithfulness AJI ratio 0.00 / 0.04 with 100 encoder steps against 0.00 / 0.57 "
+                                    "random-init: no gain, so 0 by default", min=0)
+    adain_lr: float = knob("AdaIN Adam learning rate (paper: silent; the AdaIN reference: 1e-4)", min=0.0, max=1.0)
     style_weight: float = knob("lambda_s of the AdaIN loss (reference: 10)", min=0.0)
     invert_content: str = knob("content polarity: auto (from the real images), true (dark nuclei, H&E) or "
                                "false (bright nuclei, fluorescence)", choices=("auto", "true", "false"))
     mix_real: bool = knob("add the J real images to the generated training sets (Table 1: false)")
-    hv_width: int = knob("HoVer-Net first-stage channels (ResNet-50 encoder in the paper)", min=1)
-    hv_blocks: list[int] = knob("HoVer-Net residual blocks per stage (paper: 3, 4, 6, 3 bottlenecks)", min=1)
-    hv_crop: int = knob("HoVer-Net training crop, px (paper: 270 in, 80 out)", min=8)
+    hv_width: int = knob("HoVer-Net first-stage channels (paper: 64, HoVer-Net's preact-ResNet-50)", min=1)
+    hv_blocks: list[int] = knob("HoVer-Net residual blocks per stage (paper: 3, 4, 6, 3)", min=1)
+    hv_block: str = knob("HoVer-Net residual unit: bottleneck (paper: with width 64 and blocks 3, 4, 6, 3 "
+                         "the preact-ResNet-50 encoder) or basic (two 3x3; the CPU profiles)",
+                         choices=("basic", "bottleneck"))
+    hv_crop: int = knob("HoVer-Net training crop, px (paper: 270 in, 80 out with valid convolutions; here "
+                        "'same' padding, 256 at paper: documented substitute)", min=8)
     hv_batch: int = knob("HoVer-Net minibatch", min=1)
-    hv_steps: int = knob("HoVer-Net iterations per training (same for every configuration)", min=1)
+    hv_steps: int = knob("HoVer-Net iterations per training, the same for every configuration (paper: "
+                         "silent; HoVer-Net's own schedule is 2 x 50 epochs: 10,000 at paper is a documented "
+                         "substitute)", min=1)
     hv_lr: float = knob("HoVer-Net Adam learning rate (paper: 1e-4)", min=0.0, max=1.0)
+    cross_source: str = knob("cross-source test set: a folder of real images with 16-bit instance masks from "
+                             "another source ('' = none; the paper tests on NucleusSegData, here e.g. "
+                             "../shared/data/real/fluo_u2os); relative to the project root")
+    cross_calibration: int = knob("images of cross_source set apart (seeded) to measure its median nucleus "
+                                  "diameter, hence its rescaling factor to data.nucleus_diameter; never tested "
+                                  "on", min=1)
     threads: int = knob("torch CPU threads (0: torch's default)", min=0)
     n_grid: int = knob("generated pairs shown per sample grid", min=1)
 
@@ -137,7 +166,7 @@ PAPER_TABLE1 = (
     {"setting": "Generated", "J": 10, "K": 952, "dice": 0.92, "dice2": 0.69, "aji": 0.75, "aji_plus": 0.76},
 )
 PAPER_CONDITIONS = ("815 BBBC fluorescence training images (~46,000 nuclei), NucleusSegData test set; "
-                    "ResNet-50 HoVer-Net; AdaIN with VGG19 to relu4_1, 160,000 iterations; one run per "
+                    "preact-ResNet-50 HoVer-Net; AdaIN with VGG19 to relu4_1, 30,000 'epochs'; one run per "
                     "configuration, no intervals")
 # Sec. 4: "area (155px vs. 153px), aspect ratio (1.31 vs. 1.41) ... IQR (32px vs. 39px, 0.21 vs. 0.23)",
 # in the paper's order (it does not say which of the two is the generated set).
@@ -172,6 +201,106 @@ def load_nuclei(root: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """One split of the prepared ``nuclei`` dataset as ``(N, H, W, 3)`` uint8 and ``(N, H, W)`` int32."""
     pairs = load_split("nuclei", split, root)
     return as_stack(pairs.images, pairs.masks)
+
+
+def source_images(root: str | Path, split: str) -> list[str]:
+    """The real (or phantom) image each tile of a prepared split was cut from (``labels.csv``'s
+    ``source_image``; a tile without one is its own image)."""
+    pairs = load_split("nuclei", split, root)
+    return [pairs.label(n, "source_image") or n for n in pairs.names]
+
+
+def image_subsets(groups: list[str], j_values, seed: int) -> dict[int, list[int]]:
+    """The tiles of the ``J`` real training *images* for each ``J`` (the paper's unit): the first ``J``
+    images of one seeded permutation of the distinct images (nested), all their tiles, sorted.
+
+    With one tile per image this is :func:`nested_subsets` exactly.
+
+    Args:
+        groups: the source image of every tile (:func:`source_images`).
+
+    Raises:
+        ParamError: a ``J`` exceeds the number of training images.
+    """
+    uniq = list(dict.fromkeys(groups))
+    picked = nested_subsets(len(uniq), j_values, seed)
+    out = {}
+    for j, idx in picked.items():
+        chosen = {uniq[i] for i in idx}
+        out[j] = [t for t, g in enumerate(groups) if g in chosen]
+    return out
+
+
+def split_record(root: str | Path, cross: CrossSource | None = None) -> dict:
+    """The image ids of every split (what ``split.json`` holds): ``{"train": [...], "val": [...], "test":
+    [...]}`` (source images, sorted) and, with a cross-source set, ``cross_calibration`` and ``cross_test``."""
+    out = {split: sorted(set(source_images(root, split))) for split in ("train", "val", "test")}
+    if cross is not None:
+        out["cross_source"] = cross.folder
+        out["cross_calibration"], out["cross_test"] = list(cross.calibration), list(cross.test)
+        out["cross_scale"] = cross.scale.to_dict()
+    return out
+
+
+@dataclass
+class CrossSource:
+    """A second real source, rescaled by its own calibration subset, as a test set.
+
+    Attributes:
+        images, masks: test tiles ``(T, S, S, 3)`` uint8 and ``(T, S, S)`` int32.
+        folder: the folder read.
+        scale: :class:`~histolib.data.nuclei_scale.NucleusScale` measured on the calibration images.
+        calibration: names of the images used only for the scale; test: names of the tested images.
+        skipped: ``(file, reason)`` of unreadable files.
+    """
+
+    images: np.ndarray
+    masks: np.ndarray
+    folder: str
+    scale: object
+    calibration: list[str]
+    test: list[str]
+    skipped: list = field(default_factory=list)
+
+    def text(self) -> str:
+        return (f"`{self.folder}`: {len(self.test)} images ({len(self.images)} tiles), rescaled "
+                f"{self.scale.text()}; calibration images (not tested): {', '.join(self.calibration)}")
+
+
+def load_cross_source(folder: str | Path, target_diameter: float, size: int, n_calibration: int, seed: int,
+                      label: str | None = None) -> CrossSource:
+    """Read a cross-source test folder (``images/``, 16-bit instance ``masks/``) at the study's scale.
+
+    Its scale cannot come from the training masks (another microscope, another pixel size: the U2OS
+    nuclei are ~6x the BBBC ones) nor from its own test masks. ``n_calibration`` of its images, drawn
+    with ``seed``, are set apart: their median nucleus diameter gives the factor
+    ``target_diameter / median`` (:func:`histolib.data.nuclei_scale.nucleus_scale`), as a user would
+    annotate a few images of a new microscope; the other images are rescaled by it, cut into ``size``
+    tiles (:func:`histolib.data.nuclei_scale.scaled_tiles`) and tested, the calibration ones never.
+
+    Raises:
+        DataError: unreadable folder, no nucleus in the calibration images, or no image left to test.
+    """
+    import warnings
+
+    from histolib.data.folder import load_pairs
+    from histolib.data.nuclei_scale import nucleus_scale, scaled_tiles
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # grey-as-RGB conversions: expected for fluorescence
+        pairs = load_pairs(folder, "instances", strict=False)
+    n = len(pairs)
+    if n_calibration >= n:
+        raise DataError(f"{folder}: nuclei.cross_calibration = {n_calibration} leaves none of its {n} images "
+                        "to test on")
+    order = numpy_rng(seed, 70).permutation(n)
+    cal, rest = sorted(order[:n_calibration].tolist()), sorted(order[n_calibration:].tolist())
+    scale = nucleus_scale([pairs.masks[i] for i in cal], target_diameter, measured_on="calibration")
+    t = scaled_tiles([pairs.images[i] for i in rest], [pairs.masks[i] for i in rest],
+                     [pairs.names[i] for i in rest], scale.factor, size)
+    return CrossSource(np.stack(t["images"]).astype(np.uint8), np.stack(t["masks"]).astype(np.int32),
+                       label or str(folder), scale, [pairs.names[i] for i in cal], [pairs.names[i] for i in rest],
+                       list(pairs.skipped))
 
 
 def as_stack(images, masks) -> tuple[np.ndarray, np.ndarray]:
@@ -222,6 +351,8 @@ class Source:
         perlin: fitted prior parameters; ``perlin_losses`` the fit's loss per step.
         spacing: the distribution ``S``; ``count_range`` fewest and most nuclei of a tile.
         invert_content: AdaIN content polarity (nuclei darker than the background).
+        grey: every real tile is grey stored as RGB (fluorescence): generated images are made grey too
+            (:func:`grey_as_rgb`), as a colour cast of the decoder is not in the data.
     """
 
     j: int
@@ -236,19 +367,21 @@ class Source:
     count_range: tuple[int, int]
     invert_content: bool
     seconds: dict = field(default_factory=dict)
+    grey: bool = False
 
     @property
     def style_counts(self) -> list[int]:
         return [count_nuclei(m) for m in self.tile_masks]
 
 
-def fit_source(images: np.ndarray, masks: np.ndarray, C: NucleiParams, seed: int) -> Source:
+def fit_source(images: np.ndarray, masks: np.ndarray, C: NucleiParams, seed: int, j: int | None = None) -> Source:
     """Blobs, prior, spacing and counts from ``J`` real images (Algorithm 1 before its loop).
 
     Args:
-        images, masks: the ``J`` real images ``(J, H, W, 3)`` uint8 and instance maps.
+        images, masks: the tiles of the ``J`` real images ``(T, H, W, 3)`` uint8 and instance maps.
         C: the ``nuclei`` params.
         seed: base seed (the streams used are derived from it).
+        j: the number of real images the tiles come from (default: one image per tile).
 
     Raises:
         DataError: fewer than two usable nuclei in the images.
@@ -260,21 +393,23 @@ def fit_source(images: np.ndarray, masks: np.ndarray, C: NucleiParams, seed: int
         raise DataError(f"only {len(real_blobs)} nuclei away from the tile borders in the {len(images)} real "
                         "images: at least 2 are needed to interpolate blobs")
     median_area = float(np.median([b.sum() for b in real_blobs]))
-    pool = B.interpolate_blobs(real_blobs, C.blobs_per_j, numpy_rng(seed, 10, len(images)),
+    j = len(images) if j is None else int(j)
+    pool = B.interpolate_blobs(real_blobs, C.blobs_per_j, numpy_rng(seed, 10, j),
                                n_points=C.n_points, min_area=int(round(C.min_area_fraction * median_area)),
                                min_fill=C.min_fill)
     t1 = time.perf_counter()
     targets = density_target(tile_m, C.blur_sigma)
-    gen = torch.Generator().manual_seed(seed * 1000 + len(images))
+    gen = torch.Generator().manual_seed(seed * 1000 + j)
     perlin, losses = fit_perlin_prior(targets, octaves=C.perlin_octaves, steps=C.perlin_steps, lr=C.perlin_lr,
                                       batch=C.perlin_batch, generator=gen)
     t2 = time.perf_counter()
     spacing = PL.spacing_distribution(list(tile_m), n_bins=C.spacing_bins)
     counts = [count_nuclei(m) for m in tile_m]
     invert = _bool_choice(C.invert_content, nuclei_are_dark(tile_i, tile_m))
-    return Source(j=len(images), k=sum(count_nuclei(m) for m in masks), tile_images=tile_i, tile_masks=tile_m,
+    return Source(j=j, k=sum(count_nuclei(m) for m in masks), tile_images=tile_i, tile_masks=tile_m,
                   real_blobs=real_blobs, pool=pool, perlin=perlin, perlin_losses=losses, spacing=spacing,
                   count_range=(max(1, min(counts)), max(1, max(counts))), invert_content=invert,
+                  grey=is_grey(tile_i),
                   seconds={"blobs": t1 - t0, "perlin_fit": t2 - t1})
 
 
@@ -313,6 +448,7 @@ def adain_config(C: NucleiParams, invert: bool, seed: int) -> AdaINTrainConfig:
     return AdaINTrainConfig(width=C.adain_width, depth=C.adain_depth, weights_path=C.vgg_weights or None,
                             size=C.adain_size, batch_size=C.adain_batch, steps=C.adain_steps, lr=C.adain_lr,
                             style_weight=C.style_weight, invert_content=invert, warmup_steps=C.adain_warmup,
+                            encoder_steps=C.adain_encoder_steps,
                             ckpt_every=max(1, C.adain_steps // 5), log_every=max(1, C.adain_steps // 50),
                             seed=seed)
 
@@ -343,7 +479,23 @@ def generate_set(source: Source, model: AdaINStyleTransfer, C: NucleiParams, see
     images, chosen = generate_images(model, gm.masks, source.tile_images, source.style_counts,
                                      generator=torch.Generator().manual_seed(seed),
                                      invert_content=source.invert_content)
+    if source.grey:
+        images = grey_as_rgb(images)
     return GeneratedSet(images, gm.masks, chosen, gm)
+
+
+def is_grey(images: np.ndarray) -> bool:
+    """Whether ``(..., 3)`` uint8 images are grey stored as RGB (all three channels equal everywhere)."""
+    images = np.asarray(images)
+    return bool(images.size) and bool((images[..., 0] == images[..., 1]).all()
+                                      and (images[..., 0] == images[..., 2]).all())
+
+
+def grey_as_rgb(images: np.ndarray) -> np.ndarray:
+    """``(..., 3)`` uint8 -> the same shape, every channel the rounded channel mean (grey stored as RGB)."""
+    images = np.asarray(images)
+    grey = np.round(images.astype(np.float32).mean(-1)).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=-1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -504,18 +656,22 @@ def placement_figure(study: dict):
 
 def hovernet_config(C: NucleiParams, seed: int) -> HoVerNetTrainConfig:
     """The HoVer-Net training options of the ``nuclei`` params."""
-    return HoVerNetTrainConfig(width=C.hv_width, blocks=tuple(C.hv_blocks), crop=C.hv_crop, batch_size=C.hv_batch,
+    return HoVerNetTrainConfig(width=C.hv_width, blocks=tuple(C.hv_blocks), block=C.hv_block, crop=C.hv_crop,
+                               batch_size=C.hv_batch,
                                steps=C.hv_steps, lr=C.hv_lr, ckpt_every=max(1, C.hv_steps // 5),
                                log_every=max(1, C.hv_steps // 50), seed=seed)
 
 
 def train_and_test(images: np.ndarray, masks: np.ndarray, test_images: np.ndarray, test_masks: np.ndarray,
-                   C: NucleiParams, seed: int, folder: Path, progress: bool = True) -> dict:
-    """Train one HoVer-Net and score it on the test split (per image, then averaged).
+                   C: NucleiParams, seed: int, folder: Path, progress: bool = True,
+                   cross: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+    """Train one HoVer-Net and score it on the test split (per image, then averaged), and on the
+    cross-source test tiles ``cross`` when given (keys ``cross_<metric>``).
 
     The post-processing sizes are HoVer-Net's scaled to the median nucleus diameter of the
     *training* masks (:func:`~histolib.ops.instance.postprocess_sizes`): known to every
-    configuration, never read from the test set.
+    configuration, never read from a test set (the cross-source tiles were rescaled to the same
+    diameter by their calibration images).
     """
     t0 = time.perf_counter()
     model = train_hovernet(images, masks, hovernet_config(C, seed), folder, progress=progress)
@@ -523,7 +679,11 @@ def train_and_test(images: np.ndarray, masks: np.ndarray, test_images: np.ndarra
     diameter = median_nucleus_diameter(masks)
     sizes = postprocess_sizes(diameter)
     scores = evaluate_hovernet(model, test_images, test_masks, postprocess=sizes)
-    return {**{k: scores[k] for k in METRIC_KEYS}, "train_seconds": t1 - t0,
+    if cross is not None:
+        xs = evaluate_hovernet(model, cross[0], cross[1], postprocess=sizes)
+        scores = {**scores, **{f"cross_{k}": xs[k] for k in METRIC_KEYS}}
+    return {**{k: scores[k] for k in scores if k in METRIC_KEYS or k.startswith("cross_")},
+            "train_seconds": t1 - t0,
             "test_seconds": time.perf_counter() - t1, "n_train": int(len(images)),
             "train_nucleus_diameter": diameter, **{f"pp_{k}": v for k, v in sizes.items()}}
 
@@ -553,30 +713,39 @@ def _configurations(rows: list[dict]) -> list[tuple[str, int, int]]:
     return sorted(keys, key=lambda k: (order.get(k[0], 3), k[1]))
 
 
-def table1_summaries(rows: list[dict], alpha: float = 0.05) -> list[dict]:
+def table1_summaries(rows: list[dict], alpha: float = 0.05, prefix: str = "") -> list[dict]:
     """Per (setting, J): :func:`histolib.report.two_level_summary` of every metric (mean of the
-    generator means, interval at ``1 - alpha``)."""
+    generator means, interval at ``1 - alpha``). ``prefix="cross_"``: the cross-source test's scores,
+    under the plain metric names."""
     return [{"setting": s, "J": j, "K": k,
-             **{m: report.two_level_summary(groups(rows, s, j, m), confidence=1 - alpha) for m in METRIC_KEYS}}
+             **{m: report.two_level_summary(groups(rows, s, j, prefix + m), confidence=1 - alpha)
+                for m in METRIC_KEYS}}
             for s, j, k in _configurations(rows)]
 
 
-def table1_means(rows: list[dict]) -> list[dict]:
-    """Two-level mean of every metric per (setting, J), as floats."""
+def table1_means(rows: list[dict], prefix: str = "") -> list[dict]:
+    """Two-level mean of every metric per (setting, J), as floats (``prefix``: see :func:`table1_summaries`)."""
     return [{"setting": t["setting"], "J": t["J"], "K": t["K"], **{m: t[m]["mean"] for m in METRIC_KEYS}}
-            for t in table1_summaries(rows)]
+            for t in table1_summaries(rows, prefix=prefix)]
 
 
-def table1(rows: list[dict], faith: dict | None = None, alpha: float = 0.05) -> list[dict]:
+def has_cross(rows: list[dict]) -> bool:
+    """Whether the runs were also tested on a cross-source set."""
+    return bool(rows) and all("cross_aji" in r for r in rows)
+
+
+def table1(rows: list[dict], faith: dict | None = None, alpha: float = 0.05, prefix: str = "") -> list[dict]:
     """Table 1 equivalent: two-level mean and interval per (setting, J), generator replicates,
     faithfulness (``Generated`` rows) and the paper's numbers beside.
 
     Args:
         faith: :func:`faithfulness_all`'s result (``{(j, replicate): {"aji": ..., "dice": ...}}``).
+        prefix: ``"cross_"`` for the scores on the cross-source test set (the paper's own Table 1 is a
+            cross-source test: BBBC training images, NucleusSegData test images).
     """
     paper = {(p["setting"], p["J"] if p["setting"] != "Full dataset" else None): p for p in PAPER_TABLE1}
     out = []
-    for t in table1_summaries(rows, alpha):
+    for t in table1_summaries(rows, alpha, prefix):
         setting, j = t["setting"], t["J"]
         ref = paper.get((setting, None if setting == "Full dataset" else j), {})
         gen = setting == "Generated"
@@ -660,13 +829,14 @@ def curve_figure(rows: list[dict], alpha: float = 0.05):
 # --------------------------------------------------------------------------------------------
 
 def real_segmenter(train: tuple[np.ndarray, np.ndarray], C: NucleiParams, seed: int, models: Path,
-                   progress: bool = False):
+                   progress: bool = False, n_train_images: int | None = None):
     """The ``Full dataset`` HoVer-Net of ``seed`` (trained on the real training images only), as
     ``segment(images) -> (N, H, W)`` instance maps with its post-processing sizes. Loads the model
     :func:`run_experiments` trained (same folder and config); trains it if missing."""
     images, masks = train
     model = train_hovernet(images, masks, hovernet_config(C, seed),
-                           Path(models) / "hovernet" / f"full_J{len(images)}_s{seed}", progress=progress)
+                           Path(models) / "hovernet" / f"full_J{n_train_images or len(images)}_s{seed}",
+                           progress=progress)
     sizes = postprocess_sizes(median_nucleus_diameter(masks))
     cache: dict = {}
 
@@ -846,33 +1016,66 @@ def claims(rows: list[dict], source: Source, placement: dict, faith: dict, metri
                          alpha=alpha),
            report.assess(c["004-greedy-placement"], paired_evidence(corr["greedy"], corr["random"], alpha,
                                                                     unit="correlation"), alpha=alpha)]
-    ev = {}
-    for j in js:
-        ev[j] = report.evidence_from_test(
-            report.two_level_difference(groups(rows, "Generated", j, metric), groups(rows, "Real", j, metric),
-                                        alpha=alpha), unit=METRIC_LABELS[metric])
-    if js:
-        j0, jl = js[0], js[-1]
-        out.append(report.assess(c["004-gain-smallest-J"], ev[j0], _gates(faith, [j0], gate), alpha))
-        contrast = gain_contrast(*(groups(rows, s, j, metric) for j in (j0, jl) for s in ("Generated", "Real")),
-                                 alpha=alpha)
-        pre = [report.Precondition("two J values to compare", jl != j0, f"J values measured: {js}"),
-               *_gates(faith, [j0, jl], gate)]
-        out.append(report.assess(c["004-gain-fades"], report.evidence_from_test(
-            contrast, unit=METRIC_LABELS[metric],
-            detail="gains " + ", ".join(f"J={j}: {e.estimate:+.3f}" for j, e in ev.items())), pre, alpha))
+    out += _gain_claims(rows, js, c["004-gain-smallest-J"], c["004-gain-fades"], faith, metric, alpha, gate)
+    if has_cross(rows) and js:
+        cc = {k.key: k for k in cross_claim_list(js, metric)}
+        out += _gain_claims(rows, js, cc["004-gain-smallest-J-cross"], cc["004-gain-fades-cross"], faith,
+                            "cross_" + metric, alpha, gate)
     out.append(report.assess(c["004-topfraction-placement"],
                              paired_evidence(corr["greedy"], corr["greedy_all_of_G"], alpha, unit="correlation"),
                              alpha=alpha))
     return out
 
 
+def _gain_claims(rows: list[dict], js: list[int], c_small: report.Claim, c_fades: report.Claim, faith: dict,
+                 metric: str, alpha: float, gate: float) -> list[dict]:
+    """The two J-gain claims on one test set (``metric``: ``aji`` or ``cross_aji``)."""
+    unit = METRIC_LABELS[metric.removeprefix("cross_")]
+    ev = {j: report.evidence_from_test(report.two_level_difference(
+        groups(rows, "Generated", j, metric), groups(rows, "Real", j, metric), alpha=alpha), unit=unit) for j in js}
+    if not js:
+        return []
+    j0, jl = js[0], js[-1]
+    out = [report.assess(c_small, ev[j0], _gates(faith, [j0], gate), alpha)]
+    contrast = gain_contrast(*(groups(rows, s, j, metric) for j in (j0, jl) for s in ("Generated", "Real")),
+                             alpha=alpha)
+    pre = [report.Precondition("two J values to compare", jl != j0, f"J values measured: {js}"),
+           *_gates(faith, [j0, jl], gate)]
+    out.append(report.assess(c_fades, report.evidence_from_test(
+        contrast, unit=unit, detail="gains " + ", ".join(f"J={j}: {e.estimate:+.3f}" for j, e in ev.items())),
+        pre, alpha))
+    return out
+
+
+def cross_claim_list(js: list[int], metric: str = "aji") -> list[report.Claim]:
+    """The two J-gain claims again, measured on the cross-source test set: the paper's own setting
+    (trained on BBBC images, tested on NucleusSegData)."""
+    base = {c.key: c for c in claim_list(js, metric)}
+    out = []
+    for key in ("004-gain-smallest-J", "004-gain-fades"):
+        c = base[key]
+        out.append(report.Claim(key + "-cross", c.paper, c.section + " (test set from another source, as the "
+                                "paper's NucleusSegData)", c.text, "cross-source " + c.metric, c.comparison,
+                                c.direction, c.paper_numbers))
+    return out
+
+
 def conditions(P, C: NucleiParams, train_side: int, seeds: list[int], n_train: int, n_test: int,
-               encoder: dict | None = None) -> report.Conditions:
+               encoder: dict | None = None, scale: dict | None = None, cross: CrossSource | None = None,
+               n_train_images: int | None = None, n_test_images: int | None = None) -> report.Conditions:
     """The :class:`histolib.report.Conditions` of notebook 05's tables."""
-    extra = {"images": f"{n_train} training, {n_test} test ({P.data.nuclei_style} fields); generated "
+    imgs = "" if n_train_images is None else f" tiles of {n_train_images} / {n_test_images} images"
+    extra = {"images": f"{n_train} training, {n_test} test{imgs} ({P.data.nuclei_style}); generated "
                        f"{C.field_size} px",
-             "HoVer-Net": f"width {C.hv_width}, blocks {list(C.hv_blocks)}, {C.hv_steps} iterations of "
+             "split": ("by image, seeded (image ids: split.json)" if P.data.nuclei_source != "phantom"
+                       else "phantom fields drawn per split"),
+             "scale": ("phantom drawn at a median nucleus diameter of "
+                       f"{P.data.nucleus_diameter:g} px" if scale is None else
+                       f"x{scale['factor']:.3f}: training masks' median nucleus diameter "
+                       f"{scale['median_diameter']:.1f} px -> {scale['target']:g} px (the same factor for "
+                       "every split; measured on training masks only)"),
+             "cross-source test": cross.text() if cross is not None else "none",
+             "HoVer-Net": f"{C.hv_block} blocks {list(C.hv_blocks)}, width {C.hv_width}, {C.hv_steps} iterations of "
                           f"{C.hv_batch} x {C.hv_crop}-px crops",
              "generation": f"N = {C.n_generated} pairs per J and replicate, {C.blobs_per_j} blobs per pool"}
     if encoder:
@@ -882,12 +1085,19 @@ def conditions(P, C: NucleiParams, train_side: int, seeds: list[int], n_train: i
 
 
 def metrics_summary(rows: list[dict], shapes: list[dict], placement: dict, claim_rows: list[dict],
-                    encoders: dict, sources: dict, faith: dict, conds: report.Conditions, timings: dict) -> dict:
-    """What ``results/05/metrics.json`` holds (DVC metrics: the table's two-level means at the top level)."""
-    means = {f"{r['setting'].lower().replace(' ', '_')}_J{r['J']}_{m}": r[m]
-             for r in table1_means(rows) for m in METRIC_KEYS}
+                    encoders: dict, sources: dict, faith: dict, conds: report.Conditions, timings: dict,
+                    split: dict | None = None) -> dict:
+    """What ``results/05/metrics.json`` holds (DVC metrics: the table's two-level means at the top level;
+    ``table1_cross_means`` with a cross-source test set; ``split``: the image ids of every split)."""
+    def flat(prefix: str) -> dict:
+        return {f"{r['setting'].lower().replace(' ', '_')}_J{r['J']}_{m}": r[m]
+                for r in table1_means(rows, prefix) for m in METRIC_KEYS}
+
+    extra = {"table1_cross_means": flat("cross_")} if has_cross(rows) else {}
     return {
-        "table1_means": means,
+        "table1_means": flat(""),
+        **extra,
+        "split": split or {},
         "runs": rows,
         "blob_shapes": shapes,
         "placement": {"summary": placement["summary"],
@@ -898,7 +1108,7 @@ def metrics_summary(rows: list[dict], shapes: list[dict], placement: dict, claim
         "adain_encoder": {f"J{j}_g{g}": e for (j, g), e in encoders.items()},
         "sources": {f"J{j}_g{g}": {"J": s.j, "K": s.k, "real_blobs": len(s.real_blobs), "pool": len(s.pool),
                                    "perlin": asdict(s.perlin), "count_range": list(s.count_range),
-                                   "invert_content": s.invert_content, "seconds": s.seconds}
+                                   "invert_content": s.invert_content, "grey": s.grey, "seconds": s.seconds}
                     for (j, g), s in sources.items()},
         "timings_seconds": timings,
     }
@@ -917,7 +1127,7 @@ def fit_sources(images: np.ndarray, masks: np.ndarray, subsets: dict[int, list[i
                 gan_seeds: list[int]) -> dict[tuple[int, int], Source]:
     """:func:`fit_source` for every ``J`` and generator replicate ``g`` (seed ``gan_seeds[g]``):
     ``{(j, g): Source}``."""
-    return {(j, g): fit_source(images[idx], masks[idx], C, s) for j, idx in subsets.items()
+    return {(j, g): fit_source(images[idx], masks[idx], C, s, j=j) for j, idx in subsets.items()
             for g, s in enumerate(gan_seeds)}
 
 
@@ -943,9 +1153,12 @@ def generate_all(sources: dict[tuple[int, int], Source], C: NucleiParams, gan_se
 def run_experiments(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
                     subsets: dict[int, list[int]], sources: dict, sets: dict, C: NucleiParams,
                     seeds: list[int], models: Path, gan_seeds: list[int] | None = None, progress: bool = True,
-                    log=print) -> list[dict]:
+                    log=print, cross: tuple[np.ndarray, np.ndarray] | None = None,
+                    n_train_images: int | None = None) -> list[dict]:
     """Every HoVer-Net of Table 1: full training set and ``J`` real images (per seed), and the data of
     every generator replicate (seeds crossed with replicates, in ``hovernet/generated_J<j>_s<s>/g<g>``).
+    Each is tested on ``test`` and, when given, on the cross-source tiles ``cross`` (``cross_*`` keys).
+    ``n_train_images``: the ``J`` of the full-dataset row (default: the number of training tiles).
 
     Returns:
         One :func:`experiment_row` per (setting, J, replicate, seed).
@@ -956,7 +1169,7 @@ def run_experiments(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray
     k_full = sum(count_nuclei(m) for m in masks)
     reps = sorted({g for _, g in sets})
     for s in seeds:
-        jobs = [("Full dataset", len(images), k_full, images, masks, None, "")]
+        jobs = [("Full dataset", n_train_images or len(images), k_full, images, masks, None, "")]
         for j, idx in subsets.items():
             jobs.append(("Real", j, sources[(j, 0)].k, images[idx], masks[idx], None, ""))
             for g in reps:
@@ -966,10 +1179,13 @@ def run_experiments(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray
                 jobs.append(("Generated", j, sources[(j, g)].k, gi, gm, g, f"/g{g}"))
         for setting, j, k, x, y, g, sub in jobs:
             tag = f"{setting.split()[0].lower()}_J{j}_s{s}"
-            scores = train_and_test(x, y, test_i, test_m, C, s, Path(models) / "hovernet" / (tag + sub), progress)
+            scores = train_and_test(x, y, test_i, test_m, C, s, Path(models) / "hovernet" / (tag + sub), progress,
+                                    cross=cross)
             rows.append(experiment_row(setting, j, k, s, scores, g, None if g is None or gan_seeds is None
                                        else gan_seeds[g]))
-            log(f"{tag}{sub}: AJI {scores['aji']:.3f}, DICE {scores['dice']:.3f} ({scores['train_seconds']:.0f} s)")
+            xtra = f", cross-source AJI {scores['cross_aji']:.3f}" if "cross_aji" in scores else ""
+            log(f"{tag}{sub}: AJI {scores['aji']:.3f}, DICE {scores['dice']:.3f}{xtra} "
+                f"({scores['train_seconds']:.0f} s)")
     return rows
 
 

@@ -50,6 +50,11 @@ class AdaINTrainConfig:
         warmup_steps: first iterations that train the decoder to invert the encoder
             (``MSE(g(f(x)[relu4_1]), x)`` on the content and style crops) before the AdaIN
             losses; 0 = the paper (see :func:`train_adain`).
+        encoder_steps: without VGG19 weights only: the first iterations also train the encoder
+            (encoder and decoder as an autoencoder, the same reconstruction loss), which is then
+            frozen: a feature network trained in the pipeline on the data at hand (DESIGN.md
+            section 7) instead of random weights. Counted inside ``warmup_steps`` (at most it);
+            0 = the random-init encoder stays as initialised.
         ckpt_every, log_every: iterations between checkpoints / log lines.
         seed: encoder initialisation (random-init case) and sampling seed.
     """
@@ -65,12 +70,16 @@ class AdaINTrainConfig:
     style_weight: float = 10.0
     invert_content: bool = False
     warmup_steps: int = 0
+    encoder_steps: int = 0
     ckpt_every: int = 100
     log_every: int = 10
     seed: int = 0
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if not d["encoder_steps"]:  # runs from before the option keep their identity
+            del d["encoder_steps"]
+        return d
 
 
 def _random_affine(x: torch.Tensor, gen: torch.Generator, mode: str) -> torch.Tensor:
@@ -121,12 +130,23 @@ def images_to_tensor(images: np.ndarray) -> torch.Tensor:
 
 
 def build_model(config: AdaINTrainConfig) -> tuple[AdaINStyleTransfer, EncoderInfo]:
-    """Encoder (local VGG19 weights or the seeded random-init substitute) and a fresh decoder."""
+    """Encoder (local VGG19 weights or the seeded random-init substitute) and a fresh decoder.
+    With ``encoder_steps`` and no weights, the info says the encoder is trained in the pipeline."""
     gen = torch.Generator().manual_seed(config.seed)
     encoder, info = vgg19_relu4_1(config.weights_path, width=config.width, generator=gen,
                                   depth=config.depth)
+    if info.kind == "vgg19-random-init" and encoder_steps(config):
+        info = dataclasses.replace(info, kind="vgg19-trained-in-pipeline", trained_steps=encoder_steps(config))
     torch.manual_seed(config.seed)
     return AdaINStyleTransfer(encoder, width=info.width, style_weight=config.style_weight), info
+
+
+def encoder_steps(config: AdaINTrainConfig) -> int:
+    """Iterations that train the encoder: ``min(encoder_steps, warmup_steps, steps)``, and none when VGG19
+    weights are loaded (a pretrained encoder stays frozen, as the paper's)."""
+    if config.weights_path and os.path.isfile(config.weights_path):
+        return 0
+    return max(0, min(config.encoder_steps, config.warmup_steps, config.steps))
 
 
 def train_adain(contents: np.ndarray, styles: np.ndarray, config: AdaINTrainConfig,
@@ -166,7 +186,9 @@ def train_adain(contents: np.ndarray, styles: np.ndarray, config: AdaINTrainConf
     if run.status == COMPLETE:
         model.load_state_dict(run.checkpoint["model"])
         return model.eval(), info
-    opt = torch.optim.Adam(model.decoder.parameters(), lr=config.lr)
+    n_enc = encoder_steps(config)
+    opt = torch.optim.Adam(list(model.decoder.parameters()) + (list(model.encoder.parameters()) if n_enc else []),
+                           lr=config.lr)
     gen = torch.Generator().manual_seed(config.seed + 1)
     start = 0
     if run.status == RESUME:
@@ -188,6 +210,9 @@ def train_adain(contents: np.ndarray, styles: np.ndarray, config: AdaINTrainConf
         c = (_random_affine(_flip(c, gen), gen, "nearest") > 0.5).float()
         s = _crops(style_t, config.batch_size, config.size, gen)
         s = _photometric(_random_affine(_flip(s, gen), gen, "bilinear"), gen)
+        train_encoder = step < n_enc
+        for p in model.encoder.parameters():
+            p.requires_grad_(train_encoder)
         if step < config.warmup_steps:
             x = torch.cat([c, s])
             recon = F.mse_loss(model.decoder(model.encoder(x)[-1]), x)
@@ -205,6 +230,8 @@ def train_adain(contents: np.ndarray, styles: np.ndarray, config: AdaINTrainConf
         if done % config.ckpt_every == 0 or done == config.steps:
             ckpt.save(done, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                              "generator": gen.get_state(), "encoder": info.to_dict()})
+    for p in model.encoder.parameters():
+        p.requires_grad_(False)
     ckpt.mark_complete({"steps": config.steps, "encoder": info.to_dict()})
     return model.eval(), info
 

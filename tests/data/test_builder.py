@@ -162,7 +162,7 @@ def test_real_nuclei_crop_without_background_keeps_every_nucleus(tmp_path):
     inst[40:50, 40:50] = 11
     save_pairs(tmp_path / "nuc", np.zeros((3, 64, 64, 3), np.uint8), [inst] * 3,
                ["a-1.png", "b-1.png", "c-1.png"], mask_kind="instances")
-    P = load_params("smoke", {**TINY, "data.nuclei_source": "nuc", "data.nuclei_size": 32})
+    P = load_params("smoke", {**TINY, "data.nuclei_source": "nuc", "data.nuclei_size": 32, "data.nuclei_rescale": False})
     build_all(P, tmp_path, prepared=tmp_path / "out", log=lambda *_: None)
     pairs = load_split("nuclei", "train", tmp_path / "out")
     crop = pairs.masks[pairs.names.index(next(n for n in pairs.names if n.endswith("_y0000_x0000.png")))]
@@ -214,3 +214,82 @@ def test_build_data_prints_each_skipped_file_with_its_reason(tmp_path, capsys):
     assert main(argv + [a for s in sets for a in ("--set", s)]) == 0
     out = capsys.readouterr().out
     assert "skipped img04.png" in out and "unreadable image" in out
+
+
+def _disc_mask(shape, radius, first_id, n=3):
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    m = np.zeros(shape, np.uint16)
+    for k in range(n):
+        cy, cx = (k + 1) * shape[0] // (n + 1), (k + 1) * shape[1] // (n + 1)
+        m[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2] = first_id + k
+    return m
+
+
+def _fluo_folder(folder, radii, shapes):
+    """A tiny folder shaped like fluo_dsb/fluo_u2os: grey stored as RGB (one file 16-bit grey), 16-bit
+    instance masks with ids above 255, non-square images; image i has nuclei of radius radii[i]."""
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    for i, (r, shape) in enumerate(zip(radii, shapes, strict=True)):
+        m = _disc_mask(shape, r, 1000 + 10 * i)
+        grey = np.where(m > 0, 180, 12).astype(np.uint8)
+        if i == 0:
+            Image.fromarray(grey.astype(np.uint16) * 257).save(folder / "images" / f"im{i:02d}.png")  # 16-bit grey
+        else:
+            Image.fromarray(np.repeat(grey[..., None], 3, axis=2)).save(folder / "images" / f"im{i:02d}.png")
+        Image.fromarray(m).save(folder / "masks" / f"im{i:02d}.png")
+
+
+def test_real_fluorescence_folder_scaled_by_training_masks_only(tmp_path):
+    from histolib.data.nuclei_scale import equivalent_diameters
+    from histolib.data.folder import read_mask
+
+    radii = [4, 5, 6, 7, 8, 9, 10, 11, 12]
+    shapes = [(60, 90), (48, 48), (70, 64), (64, 100), (80, 80), (90, 60), (96, 96), (100, 120), (110, 90)]
+    _fluo_folder(tmp_path / "fluo", radii, shapes)
+    _, m = _build(tmp_path, "out", **{"data.nuclei_source": "fluo", "data.nuclei_size": 32,
+                                      "data.n_nuclei": [5, 2, 2]})
+    scale = m["datasets"]["nuclei"]["scale"]
+    train = load_split("nuclei", "train", tmp_path / "out")
+    train_src = sorted({train.label(n, "source_image") for n in train.names})
+    every = sorted(p.name for p in (tmp_path / "fluo" / "images").iterdir())
+    d = {n: equivalent_diameters([read_mask(tmp_path / "fluo" / "masks" / n, "instances")]) for n in every}
+    train_median = float(np.median(np.concatenate([d[n] for n in train_src])))
+    all_median = float(np.median(np.concatenate(list(d.values()))))
+    assert train_median != pytest.approx(all_median)  # the check below can tell the two apart
+    assert scale["median_diameter"] == pytest.approx(train_median) and scale["target"] == 7
+    assert scale["factor"] == pytest.approx(7 / train_median)
+    for split in ("train", "val", "test"):
+        pairs = load_split("nuclei", split, tmp_path / "out")
+        assert pairs.images.shape[1:] == (32, 32, 3)
+        assert (pairs.images[..., 0] == pairs.images[..., 2]).all()  # grey stays grey
+        srcs = {pairs.label(n, "source_image") for n in pairs.names}
+        assert srcs and (split == "train") == (srcs == set(train_src))
+        # every split rescaled by the training factor: its nuclei measure its own median times that factor
+        own = float(np.median(np.concatenate([d[n] for n in srcs])))
+        got = float(np.median(equivalent_diameters(list(pairs.masks))))
+        assert got == pytest.approx(own * scale["factor"], rel=0.25)
+    # padded, not dropped: the 48 px image shrinks below 32 px at this factor and still gives a tile
+    assert any("padded" in w for w in m["warnings"]["nuclei"])
+    _, kept = _build(tmp_path, "raw", **{"data.nuclei_source": "fluo", "data.nuclei_size": 32,
+                                         "data.n_nuclei": [5, 2, 2], "data.nuclei_rescale": False})
+    assert kept["datasets"]["nuclei"]["scale"] is None
+
+
+def test_real_he_folder_split_by_labels_slide(tmp_path):
+    """MoNuSeg-shaped: RGB H&E, 16-bit instance masks, labels.csv with a slide column (two images share one)."""
+    rng = np.random.default_rng(1)
+    names = [f"TCGA-{i:02d}-01Z-00-DX1.png" for i in range(8)]
+    masks = [_disc_mask((64, 64), 5, 300) for _ in names]
+    images = rng.integers(120, 230, (8, 64, 64, 3), dtype=np.uint8)
+    save_pairs(tmp_path / "he", images, masks, names, [{"slide": "shared" if i < 2 else f"s{i}"} for i in range(8)],
+               mask_kind="instances")
+    _, m = _build(tmp_path, "out", **{"data.nuclei_source": "he", "data.nuclei_size": 32, "data.n_nuclei": [4, 2, 2]})
+    where = {}
+    for split in ("train", "val", "test"):
+        pairs = load_split("nuclei", split, tmp_path / "out")
+        for n in pairs.names:
+            where.setdefault(pairs.label(n, "source_image"), set()).add(split)
+    assert all(len(v) == 1 for v in where.values()) and len(where) == 8
+    assert where[names[0]] == where[names[1]]  # one slide, one split
+    assert m["datasets"]["nuclei"]["scale"]["median_diameter"] == pytest.approx(2 * np.sqrt(81 / np.pi))

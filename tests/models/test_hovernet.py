@@ -52,3 +52,14 @@ def test_one_optimisation_step_lowers_the_loss():
     opt.step()
     after = hovernet_loss(model(x), np_t, hv_t)["total"]
     assert after < before
+
+
+def test_bottleneck_encoder_is_the_preact_resnet50_shape():
+    net = HoVerNet(width=4, blocks=(3, 4, 6, 3), block="bottleneck")
+    # ResNet-50's stages: 3, 4, 6, 3 bottlenecks at 4 x width x 2^s output channels (64 -> 256..2048)
+    assert [len(s) for s in net.stages] == [3, 4, 6, 3]
+    assert [s[-1].conv3.out_channels for s in net.stages] == [16, 32, 64, 128]
+    out = net(torch.randn(1, 3, 20, 24))
+    assert out["np"].shape == (1, 2, 20, 24) and out["hv"].shape == (1, 2, 20, 24)
+    with pytest.raises(ValueError, match="block"):
+        HoVerNet(width=4, block="dense")

@@ -60,3 +60,59 @@ def test_sim_to_real_summary_with_and_without_real_crops():
     assert [r["model"] for r in table] == ["U-Net (phantom-trained)", "U-Net (phantom-trained)",
                                           "all-glomerulus baseline"]
     assert table[1]["evaluated on"] == "real crops (n=1)"
+
+
+def _real_root(root):
+    """Tiny folders shaped like ../shared/data/real: fluorescence nuclei (grey as RGB, 16-bit ids, non-square),
+    H&E nuclei (RGB, 16-bit ids) and glomerulus crops (binary 0/255, labels.csv classes)."""
+    from histolib.data.folder import save_pairs
+
+    yy, xx = np.mgrid[:48, :80]
+    inst = np.zeros((48, 80), np.int32)
+    for k, (cy, cx) in enumerate([(12, 12), (30, 40), (20, 65)]):
+        inst[(yy - cy) ** 2 + (xx - cx) ** 2 <= 16] = 1000 + k
+    grey = np.where(inst > 0, 180, 10).astype(np.uint8)
+    save_pairs(root / "fluo", np.repeat(grey[None, ..., None], 3, axis=3).repeat(3, 0), [inst] * 3,
+               ["a.png", "b.png", "c.png"], mask_kind="instances")
+    he = np.where(inst[..., None] > 0, np.array([90, 40, 120], np.uint8), np.array([230, 160, 200], np.uint8))
+    save_pairs(root / "he", np.stack([he] * 2), [inst] * 2, ["x.png", "y.png"], mask_kind="instances")
+    glom = np.zeros((2, 40, 40), np.uint8)
+    glom[:, 5:35, 5:35] = 1
+    save_pairs(root / "crops", np.full((2, 40, 40, 3), (200, 120, 180), np.uint8), glom, ["s-1.png", "s-2.png"],
+               [{"class": "GS", "slide": "s"}, {"class": "nonGS", "slide": "s"}])
+    (root / "notes").mkdir()  # not a data set: ignored
+
+
+def test_find_real_sets_kinds_and_modalities(tmp_path):
+    _real_root(tmp_path)
+    sets = ov.find_real_sets(tmp_path)
+    assert {k: (v["kind"], v["modality"]) for k, v in sets.items()} == {
+        "crops": ("glomeruli", "brightfield"), "fluo": ("nuclei", "fluorescence"), "he": ("nuclei", "brightfield")}
+    assert ov.find_real_sets(tmp_path / "absent") == {}
+
+
+def test_nuclei_statistics_by_hand():
+    m = np.zeros((10, 20), np.int32)
+    m[:2, :2] = 7        # area 4
+    m[5:7, 5:7] = 9      # area 4: median diameter 2 sqrt(4 / pi)
+    im = np.full((10, 20, 3), 10, np.uint8)
+    im[m > 0] = 200
+    d = 2 * np.sqrt(4 / np.pi)
+    s = ov.nuclei_statistics([im], [m], target_diameter=2 * d)  # scale x2: the image counts 4x the area
+    assert s["background_intensity"][0] == 10 and s["nucleus_intensity"][0] == 200 and s["contrast"][0] == 190
+    assert s["nucleus_fraction"][0] == pytest.approx(8 / 200) and s["saturation"][0] == 0
+    assert s["nucleus_diameter_px"][0] == pytest.approx(d)
+    assert s["nuclei_per_1e4_px_at_target"][0] == pytest.approx(2 / (200 * 4) * 1e4)
+
+
+def test_compare_real_sets_writes_grids_only_to_the_given_folder(tmp_path):
+    from histolib.config import load_params
+
+    _real_root(tmp_path / "real")
+    P = load_params("smoke", {"sim2real.n_grid": 2, "data.nuclei_size": 32})
+    rows, figs = ov.compare_real_sets(ov.find_real_sets(tmp_path / "real"), P, tmp_path / "figs")
+    assert sorted(p.name for p in figs) == ["side_by_side_crops.png", "side_by_side_fluo.png", "side_by_side_he.png"]
+    assert all(p.parent == tmp_path / "figs" and p.is_file() for p in figs)
+    assert {(r["real set"], r["phantom style"]) for r in rows} == {("fluo", "fluorescence"), ("he", "he")}
+    assert len(rows) == 2 * len(ov.NUCLEI_STATS)
+    assert all(isinstance(r["difference of medians"], float) for r in rows)

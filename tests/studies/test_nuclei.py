@@ -158,7 +158,7 @@ def test_run_experiments_crosses_seeds_with_replicates(C, real, tmp_path, monkey
     images, masks = real
     calls = []
 
-    def fake(x, y, ti, tm, C_, seed, folder, progress=True):
+    def fake(x, y, ti, tm, C_, seed, folder, progress=True, cross=None):
         calls.append(str(folder.relative_to(tmp_path)))
         return {**{m: 0.5 for m in nuc.METRIC_KEYS}, "train_seconds": 0.0}
 
@@ -225,3 +225,96 @@ def test_gain_contrast_matches_hand_computation():
     assert c["se"] == pytest.approx(np.sqrt(0.04 ** 2 / 4 + 3 * 0.02 ** 2 / 4))
     assert 0 < c["p"] < 0.05 and c["ci_low"] < c["estimate"] < c["ci_high"]
     assert np.isnan(nuc.gain_contrast(gen_a, [[0.3]], gen_b, real_b)["p"])  # one real seed: no test
+
+
+def test_image_subsets_take_whole_images():
+    groups = ["a", "a", "b", "c", "c", "c", "d"]
+    s = nuc.image_subsets(groups, [1, 2, 4], seed=0)
+    assert s[4] == list(range(7))
+    for j, idx in s.items():
+        assert len({groups[i] for i in idx}) == j  # J images, every tile of each
+        assert all(i in idx for i in range(7) if groups[i] in {groups[k] for k in idx})
+    assert set(s[1]) <= set(s[2]) <= set(s[4])
+    # one tile per image: the same as nested_subsets
+    assert nuc.image_subsets([f"t{i}" for i in range(10)], [2, 5], 3) == nuc.nested_subsets(10, [2, 5], 3)
+    with pytest.raises(ParamError, match="j_values"):
+        nuc.image_subsets(groups, [5], 0)
+
+
+def _cross_folder(folder, n=6, cal_radius=None):
+    """A cross-source folder: grey-as-RGB images of 120 x 90 px with 16-bit masks; nuclei of radius 12."""
+    from PIL import Image
+
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    yy, xx = np.mgrid[:90, :120]
+    for i in range(n):
+        m = np.zeros((90, 120), np.uint16)
+        for k, (cy, cx) in enumerate([(25, 30), (60, 85), (30, 90)]):
+            m[(yy - cy) ** 2 + (xx - cx) ** 2 <= 12 ** 2] = 500 + 3 * i + k
+        g = np.where(m > 0, 200, 10).astype(np.uint8)
+        Image.fromarray(np.repeat(g[..., None], 3, 2)).save(folder / "images" / f"dna-{i}.png")
+        Image.fromarray(m).save(folder / "masks" / f"dna-{i}.png")
+
+
+def test_cross_source_scale_comes_from_calibration_images_only(tmp_path):
+    from histolib.data.nuclei_scale import equivalent_diameters
+
+    _cross_folder(tmp_path / "x")
+    # make the calibration images' nuclei half as wide: the factor must follow them, not the tested images
+    cs0 = nuc.load_cross_source(tmp_path / "x", 6.0, 32, 2, seed=0)
+    for name in cs0.calibration:
+        from PIL import Image
+        m = np.asarray(Image.open(tmp_path / "x" / "masks" / name))
+        small = np.zeros_like(m)
+        yy, xx = np.mgrid[:90, :120]
+        for k, (cy, cx) in enumerate([(25, 30), (60, 85), (30, 90)]):
+            small[(yy - cy) ** 2 + (xx - cx) ** 2 <= 6 ** 2] = 900 + k
+        Image.fromarray(small).save(tmp_path / "x" / "masks" / name)
+    cs = nuc.load_cross_source(tmp_path / "x", 6.0, 32, 2, seed=0)
+    assert cs.calibration == cs0.calibration and len(cs.calibration) == 2 and len(cs.test) == 4
+    assert not set(cs.calibration) & set(cs.test)
+    assert cs.scale.median_diameter == pytest.approx(2 * np.sqrt(113 / np.pi))  # radius-6 discs: 113 px
+    assert cs.scale.factor == pytest.approx(6.0 / cs.scale.median_diameter)
+    # the tested nuclei (radius 12) come out at about twice the target diameter
+    assert np.median(equivalent_diameters(list(cs.masks))) == pytest.approx(12.0, rel=0.2)
+    assert cs.images.shape[1:] == (32, 32, 3) and cs.masks.dtype == np.int32
+    assert "calibration" in cs.text()
+    with pytest.raises(DataError, match="cross_calibration"):
+        nuc.load_cross_source(tmp_path / "x", 6.0, 32, 6, seed=0)
+
+
+def test_cross_source_rows_tables_and_claims():
+    rows = _rows({2: 0.2, 10: 0.0})
+    assert not nuc.has_cross(rows)
+    for r in rows:  # on the other source, the gain grows with J: +0.1 at J = 2, +0.3 at J = 10 (made up)
+        gain = 0.0 if r["setting"] != "Generated" else (0.1 if r["J"] == 2 else 0.3)
+        r.update({f"cross_{m}": (r[m] if r["setting"] != "Generated" else r["aji"] - (0.2 if r["J"] == 2 else 0.0))
+                  - 0.1 + gain for m in nuc.METRIC_KEYS})
+    assert nuc.has_cross(rows)
+    t = {(r["setting"], r["J"]): r for r in nuc.table1(rows, _faith([2, 10]), prefix="cross_")}
+    assert t[("Real", 2)]["AJI"].startswith("0.200 [") and t[("Generated", 2)]["AJI"].startswith("0.300 [")
+    means = {(r["setting"], r["J"]): r["aji"] for r in nuc.table1_means(rows, "cross_")}
+    assert means[("Generated", 10)] == pytest.approx(0.5) and means[("Real", 10)] == pytest.approx(0.2)
+    rng = np.random.default_rng(0)
+    blobs = _ellipses(200, rng)
+    greedy = rng.normal(0.6, 0.02, 12)
+    out = {r["key"]: r for r in nuc.claims(rows, _source(blobs, blobs), _placement(greedy, greedy - 0.2),
+                                           _faith([2, 10]))}
+    assert "004-gain-smallest-J-cross" in out and "004-gain-fades-cross" in out
+    assert out["004-gain-smallest-J-cross"]["verdict"] == "reproduced"
+    assert out["004-gain-fades-cross"]["verdict"] == "not reproduced"  # the gain does not fade there
+    assert out["004-gain-fades"]["verdict"] == "reproduced"  # held-out test unchanged
+
+
+def test_fluorescence_sources_generate_grey_images(C, tmp_path):
+    tiles = [nuclei_field(i, size=64, style="fluorescence", nucleus_diameter=7) for i in range(2)]
+    images, masks = np.stack([t.image for t in tiles]), np.stack([t.nuclei for t in tiles]).astype(np.int32)
+    source = nuc.fit_source(images, masks, C, seed=0)
+    assert source.grey and not source.invert_content  # bright nuclei: the plain mask is the content
+    model, _, _ = nuc.train_style(source, C, 0, tmp_path / "adain", progress=False)
+    gs = nuc.generate_set(source, model, C, seed=1)
+    assert nuc.is_grey(gs.images)
+    rgb = np.array([[[10, 20, 31]]], np.uint8)
+    np.testing.assert_array_equal(nuc.grey_as_rgb(rgb), [[[20, 20, 20]]])
+    assert not nuc.is_grey(rgb)

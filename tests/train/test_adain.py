@@ -47,3 +47,21 @@ def test_bad_inputs():
         T.train_adain(masks, styles, _config(size=12), "/tmp/unused", progress=False)
     with pytest.raises(DataError, match="styles"):
         T.train_adain(masks, styles.astype(np.float32), _config(), "/tmp/unused", progress=False)
+
+
+def test_encoder_trained_in_pipeline_then_frozen(tmp_path):
+    masks, styles = _data()
+    frozen, info0 = T.train_adain(masks, styles, _config(steps=4, warmup_steps=3), tmp_path / "a", progress=False)
+    trained, info = T.train_adain(masks, styles, _config(steps=4, warmup_steps=3, encoder_steps=2),
+                                  tmp_path / "b", progress=False)
+    assert info0.kind == "vgg19-random-init" and info0.trained_steps == 0
+    assert info.kind == "vgg19-trained-in-pipeline" and info.trained_steps == 2
+    start, _ = T.build_model(_config())  # the same seeded random initialisation
+    w0 = start.encoder.features[0].weight
+    assert torch.equal(frozen.encoder.features[0].weight, w0)  # random-init encoder never moves
+    assert not torch.equal(trained.encoder.features[0].weight, w0)  # trained for 2 steps
+    assert not any(p.requires_grad for p in trained.encoder.parameters())
+    again, _ = T.train_adain(masks, styles, _config(steps=4, warmup_steps=3, encoder_steps=2), tmp_path / "b",
+                             progress=False)  # complete: reloaded with the trained encoder
+    assert torch.equal(again.encoder.features[0].weight, trained.encoder.features[0].weight)
+    assert T.encoder_steps(_config(steps=4, warmup_steps=1, encoder_steps=5)) == 1  # inside the warm-up

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from histolib.data.folder import Pairs
 from histolib.errors import CheckpointError, HistolibError, TrainingDiverged
 from histolib.fileio import complete_dir
 from histolib.train import checkpoint as C
@@ -22,15 +21,6 @@ from histolib.train.monitor import TrainingLog, check_finite
 CFG = SimpleNamespace(width=4, depth=2, epochs=2, batch_size=4, lr=0.01, augment_p=0.5, loss="ce_dice")
 
 
-def _squares(n, seed):
-    rng = np.random.default_rng(seed)
-    images = np.full((n, 16, 16, 3), 220, np.uint8)
-    masks = np.zeros((n, 16, 16), np.uint8)
-    for i in range(n):
-        y, x = rng.integers(0, 8, 2)
-        images[i, y:y + 8, x:x + 8] = 60
-        masks[i, y:y + 8, x:x + 8] = 1
-    return Pairs(images, masks, [f"{i}.png" for i in range(n)])
 
 
 def _cfg(**kw):
@@ -141,9 +131,9 @@ def _craft(path, marker, args):
     torch.save({"step": 1, "args": args, "payload": _Probe(marker)}, path)
 
 
-def test_probe_checkpoint_is_refused_without_running_code(tmp_path):
+def test_probe_checkpoint_is_refused_without_running_code(tmp_path, square_pairs):
     marker = tmp_path / "pwned"
-    train, val = _squares(8, 0), _squares(4, 1)
+    train, val = square_pairs(8, 0), square_pairs(4, 1)
     args = seg.unet_run_args(train, CFG, seed=0)
     run_dir = tmp_path / "run"
     _craft(run_dir / "last.pt", marker, args)
@@ -185,8 +175,8 @@ def test_stale_completion_marker_is_not_complete(tmp_path):
     assert run.status == "new" and run.checkpoint is None and "other options" in run.reason
 
 
-def test_stale_completion_marker_retrains_the_unet(tmp_path):
-    train, val = _squares(8, 0), _squares(4, 1)
+def test_stale_completion_marker_retrains_the_unet(tmp_path, square_pairs):
+    train, val = square_pairs(8, 0), square_pairs(4, 1)
     fresh = seg.train_unet(train, val, CFG, seed=0, out_dir=tmp_path / "fresh", progress=False)
     seg.train_unet(train, val, CFG, seed=0, out_dir=tmp_path / "run", progress=False)  # run A, complete
     calls = {"n": 0}
@@ -261,8 +251,8 @@ def test_crash_between_best_and_last_is_not_complete(tmp_path, monkeypatch):
     assert run.status == "new"
 
 
-def test_unet_with_best_missing_retrains_instead_of_failing(tmp_path):
-    train, val = _squares(8, 0), _squares(4, 1)
+def test_unet_with_best_missing_retrains_instead_of_failing(tmp_path, square_pairs):
+    train, val = square_pairs(8, 0), square_pairs(4, 1)
     first = seg.train_unet(train, val, CFG, seed=0, out_dir=tmp_path, progress=False)
     (tmp_path / "best.pt").unlink()  # completion marker and last.pt still there (old code: TypeError)
     with pytest.warns(UserWarning, match="best.pt, which last.pt refers to, is missing"):
@@ -305,8 +295,8 @@ def test_corrupt_checkpoint_names_the_file(tmp_path, kind, name):
 
 
 @pytest.mark.parametrize("name", ["last.pt", "best.pt"])
-def test_unet_with_a_corrupt_checkpoint_names_it(tmp_path, name):
-    train, val = _squares(8, 0), _squares(4, 1)
+def test_unet_with_a_corrupt_checkpoint_names_it(tmp_path, name, square_pairs):
+    train, val = square_pairs(8, 0), square_pairs(4, 1)
     seg.train_unet(train, val, CFG, seed=0, out_dir=tmp_path, progress=False)
     _corrupt(tmp_path / name, "truncated")
     with pytest.raises(CheckpointError, match=re.escape(str(tmp_path / name)) + ".*delete it to retrain"):
@@ -327,8 +317,8 @@ def test_torn_completion_file_counts_as_unfinished(tmp_path, text):
         assert any("COMPLETE.json is not readable" in str(w.message) for w in caught)
 
 
-def test_unet_with_torn_completion_file_finishes_again(tmp_path):
-    train, val = _squares(8, 0), _squares(4, 1)
+def test_unet_with_torn_completion_file_finishes_again(tmp_path, square_pairs):
+    train, val = square_pairs(8, 0), square_pairs(4, 1)
     first = seg.train_unet(train, val, CFG, seed=0, out_dir=tmp_path, progress=False)
     (tmp_path / "COMPLETE.json").write_text('{"best_epoch": ')
     with pytest.warns(UserWarning, match="COMPLETE.json is not readable"):
@@ -341,8 +331,8 @@ def test_unet_with_torn_completion_file_finishes_again(tmp_path):
 # The divergence message names a checkpoint that exists, or says there is none
 # --------------------------------------------------------------------------------------------------
 
-def test_divergence_message_names_an_existing_checkpoint_or_none(tmp_path, monkeypatch):
-    train, val = _squares(8, 0), _squares(4, 1)
+def test_divergence_message_names_an_existing_checkpoint_or_none(tmp_path, monkeypatch, square_pairs):
+    train, val = square_pairs(8, 0), square_pairs(4, 1)
     monkeypatch.setattr(seg, "segmentation_loss", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True))
     with pytest.raises(TrainingDiverged, match="no checkpoint of this run was saved yet") as e:
         seg.train_unet(train, val, CFG, seed=0, out_dir=tmp_path / "fresh", progress=False)

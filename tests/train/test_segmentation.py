@@ -7,27 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from histolib.data.folder import Pairs
 from histolib.errors import TrainingDiverged
 from histolib.train import segmentation as seg
 
 CFG = SimpleNamespace(width=4, depth=2, epochs=3, batch_size=4, lr=0.01, augment_p=0.5, loss="ce_dice")
 
 
-def _squares(n, seed):
-    """Dark squares on a light background: the mask is the square."""
-    rng = np.random.default_rng(seed)
-    images = np.full((n, 16, 16, 3), 220, np.uint8)
-    masks = np.zeros((n, 16, 16), np.uint8)
-    for i in range(n):
-        y, x = rng.integers(0, 8, 2)
-        images[i, y:y + 8, x:x + 8] = 60
-        masks[i, y:y + 8, x:x + 8] = 1
-    return Pairs(images, masks, [f"{i}.png" for i in range(n)])
 
 
-def test_training_learns_and_is_deterministic(tmp_path):
-    train, val = _squares(16, 0), _squares(8, 1)
+def test_training_learns_and_is_deterministic(tmp_path, square_pairs):
+    train, val = square_pairs(16, 0), square_pairs(8, 1)
     cfg = SimpleNamespace(**dict(vars(CFG), epochs=8))
     a = seg.train_unet(train, val, cfg, seed=3, out_dir=tmp_path / "a", progress=False)
     b = seg.train_unet(train, val, cfg, seed=3, out_dir=tmp_path / "b", progress=False)
@@ -38,8 +27,8 @@ def test_training_learns_and_is_deterministic(tmp_path):
     assert [h["val_dice"] for h in a.history][a.best_epoch - 1] == pytest.approx(a.best_val_dice)
 
 
-def test_resume_after_interruption_equals_uninterrupted(tmp_path):
-    train, val = _squares(8, 0), _squares(4, 1)
+def test_resume_after_interruption_equals_uninterrupted(tmp_path, square_pairs):
+    train, val = square_pairs(8, 0), square_pairs(4, 1)
     full = seg.train_unet(train, val, CFG, seed=1, out_dir=tmp_path / "full", progress=False)
     short = dict(vars(CFG), epochs=1)
     seg.train_unet(train, val, SimpleNamespace(**short), seed=1, out_dir=tmp_path / "cut", progress=False)
@@ -52,8 +41,8 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path):
     assert [h["train_loss"] for h in resumed.history] == pytest.approx([h["train_loss"] for h in full.history])
 
 
-def test_complete_run_is_loaded_not_retrained(tmp_path, monkeypatch):
-    train, val = _squares(8, 0), _squares(4, 1)
+def test_complete_run_is_loaded_not_retrained(tmp_path, monkeypatch, square_pairs):
+    train, val = square_pairs(8, 0), square_pairs(4, 1)
     first = seg.train_unet(train, val, CFG, seed=0, out_dir=tmp_path, progress=False)
     monkeypatch.setattr(seg, "segmentation_loss", lambda *a, **k: pytest.fail("retrained"))
     again = seg.train_unet(train, val, CFG, seed=0, out_dir=tmp_path, progress=False)
@@ -62,8 +51,8 @@ def test_complete_run_is_loaded_not_retrained(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "COMPLETE.json").read_text())["args"]["seed"] == 0
 
 
-def test_nan_loss_stops_with_message_and_keeps_checkpoint(tmp_path, monkeypatch):
-    train, val = _squares(8, 0), _squares(4, 1)
+def test_nan_loss_stops_with_message_and_keeps_checkpoint(tmp_path, monkeypatch, square_pairs):
+    train, val = square_pairs(8, 0), square_pairs(4, 1)
     seg.train_unet(train, val, SimpleNamespace(**dict(vars(CFG), epochs=1)), 0, tmp_path, progress=False)
     (tmp_path / "COMPLETE.json").unlink()
     monkeypatch.setattr(seg, "segmentation_loss", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True))
@@ -78,10 +67,10 @@ def test_predict_pads_odd_sizes():
     assert out.shape == (2, 10, 13) and out.dtype == np.uint8
 
 
-def test_run_experiment_rows(tmp_path):
-    sets = {"A": _squares(8, 0), "B + C": _squares(8, 2)}
-    rows = seg.run_experiment(sets, _squares(4, 1), _squares(4, 3), SimpleNamespace(**dict(vars(CFG), epochs=1)),
-                              [0, 1], tmp_path, progress=False)
+def test_run_experiment_rows(tmp_path, square_pairs):
+    sets = {"A": square_pairs(8, 0), "B + C": square_pairs(8, 2)}
+    rows = seg.run_experiment(sets, square_pairs(4, 1), square_pairs(4, 3),
+                              SimpleNamespace(**dict(vars(CFG), epochs=1)), [0, 1], tmp_path, progress=False)
     assert [(r["set"], r["seed"]) for r in rows] == [("A", 0), ("A", 1), ("B + C", 0), ("B + C", 1)]
     assert all(0 <= r["dice"] <= 1 for r in rows)
     assert len(json.loads((tmp_path / "runs.json").read_text())) == 4
