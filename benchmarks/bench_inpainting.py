@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import json
 import os
 import statistics
 import sys
@@ -43,10 +42,11 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _record import save_record  # noqa: E402  (benchmarks/_record.py, beside this script)
+
 from histolib.config import load_params  # noqa: E402
 from histolib.models.segmenters import MODELS, build_segmenter  # noqa: E402
 from histolib.ops.crops import gap_input, local_region  # noqa: E402
-from histolib.repro import environment_record  # noqa: E402
 from histolib.studies.inpainting import inpaint_options  # noqa: E402
 from histolib.train.features import random_net  # noqa: E402
 from histolib.train.gan import step_generator, tune_cpu_allocator  # noqa: E402
@@ -181,18 +181,8 @@ def main() -> None:
         "inpainting": f"{size}-px crops, ngf {c.ngf}, ndf {c.ndf}, {c.n_blocks} AOT blocks, batch {bs}, perceptual + "
                       "style on a 4-stage encoder", "segmenters": f"{size}-px windows, batch {c.seg_batch}, decoder "
                       f"{c.decoder_channels}, U-Net width {c.unet_width}, U-Net++ {c.unetpp_encoder}"},
-              "rounds": rounds, "throughput": out, "speedup_median_of_rounds": ratios, "loss_check": check,
-              "load_average_1_5_15min_at_start": list(load_start),
-              "load_average_1_5_15min_at_end": list(os.getloadavg()),
-              "environment": environment_record(None, ROOT)}
-    text = json.dumps(result, indent=2)
-    if args.quick:
-        print(text)
-        return
-    path = ROOT / "benchmarks" / "results" / "inpainting.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text + "\n")
-    print(text)
+              "rounds": rounds, "throughput": out, "speedup_median_of_rounds": ratios, "loss_check": check}
+    save_record("inpainting", result, load_start, args.quick)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import json
 import os
 import statistics
 import sys
@@ -42,9 +41,10 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _record import save_record  # noqa: E402  (benchmarks/_record.py, beside this script)
+
 from histolib.config import load_params  # noqa: E402
 from histolib.models.stylegan2 import num_parameters  # noqa: E402
-from histolib.repro import environment_record  # noqa: E402
 from histolib.train.gan import step_generator, tune_cpu_allocator  # noqa: E402
 from histolib.train.spade import native_bf16  # noqa: E402
 from histolib.train.stylegan2 import StyleGAN2Trainer, r1_penalty  # noqa: E402
@@ -146,18 +146,8 @@ def main() -> None:
                      f"{len(o.ada_ops)} ops at p = {P_AUG}, path length {'on' if o.pl_weight else 'off'}",
         "parameters": {"G": num_parameters(G), "D": num_parameters(D)},
         "threads": torch.get_num_threads(), "native_bf16": native_bf16()},
-              "rounds": rounds, "throughput": out, "speedup_median_of_rounds": ratios, "check": check,
-              "load_average_1_5_15min_at_start": list(load_start),
-              "load_average_1_5_15min_at_end": list(os.getloadavg()),
-              "environment": environment_record(None, ROOT)}
-    text = json.dumps(result, indent=2)
-    if args.quick:
-        print(text)
-        return
-    path = ROOT / "benchmarks" / "results" / "stylegan2.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text + "\n")
-    print(text)
+              "rounds": rounds, "throughput": out, "speedup_median_of_rounds": ratios, "check": check}
+    save_record("stylegan2", result, load_start, args.quick)
 
 
 if __name__ == "__main__":

@@ -17,14 +17,7 @@ from torch import nn
 from histolib.errors import DataError, ParamError
 from histolib.studies import datasetgan as dg
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: one torch thread (two threads spin-wait on every small op of a shared 2-core machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny networks (conftest.py)
 
 
 

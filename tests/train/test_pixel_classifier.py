@@ -8,14 +8,7 @@ from histolib.errors import ParamError
 from histolib.ops.pixel_features import write_pixel_features
 from histolib.train.pixel_classifier import PixelClassifierOptions, class_accuracy, predict_file, train_pixel_classifier
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: one torch thread (two threads spin-wait on every small op of a shared 2-core machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny networks (conftest.py)
 
 
 
