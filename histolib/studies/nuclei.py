@@ -1086,9 +1086,10 @@ def conditions(P, C: NucleiParams, train_side: int, seeds: list[int], n_train: i
 
 def metrics_summary(rows: list[dict], shapes: list[dict], placement: dict, claim_rows: list[dict],
                     encoders: dict, sources: dict, faith: dict, conds: report.Conditions, timings: dict,
-                    split: dict | None = None) -> dict:
+                    split: dict | None = None, gate: float = report.FAITHFULNESS_GATE) -> dict:
     """What ``results/05/metrics.json`` holds (DVC metrics: the table's two-level means at the top level;
-    ``table1_cross_means`` with a cross-source test set; ``split``: the image ids of every split)."""
+    ``table1_cross_means`` with a cross-source test set; ``split``: the image ids of every split;
+    ``faithfulness``: one row per replicate, checked against ``gate`` = ``protocol.faithfulness_gate``)."""
     def flat(prefix: str) -> dict:
         return {f"{r['setting'].lower().replace(' ', '_')}_J{r['J']}_{m}": r[m]
                 for r in table1_means(rows, prefix) for m in METRIC_KEYS}
@@ -1102,7 +1103,7 @@ def metrics_summary(rows: list[dict], shapes: list[dict], placement: dict, claim
         "blob_shapes": shapes,
         "placement": {"summary": placement["summary"],
                       "blobs": {k: float(np.mean(v)) for k, v in placement["blobs"].items()}},
-        "faithfulness": [{**r, "AJI ratio": float(r["AJI ratio"])} for r in faithfulness_rows(faith, 0.0)],
+        "faithfulness": [{**r, "AJI ratio": float(r["AJI ratio"])} for r in faithfulness_rows(faith, gate)],
         "claims": claim_rows,
         "conditions": conds.to_dict(),
         "adain_encoder": {f"J{j}_g{g}": e for (j, g), e in encoders.items()},

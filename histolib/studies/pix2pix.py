@@ -47,7 +47,7 @@ import torch
 from histolib import report
 from histolib.config import knob, section
 from histolib.errors import ParamError
-from histolib.metrics.image import diversity, kid, mean_pairwise_distance
+from histolib.metrics.image import diversity, high_frequency_energy, kid, mean_pairwise_distance
 from histolib.repro import replicate_seeds
 from histolib.train.checkpoint import fingerprint
 from histolib.train.features import FeatureNet, extract_features, images_to_tensor, load_feature_net
@@ -352,6 +352,8 @@ def collapse_scores(generator, test: ConditionSet, variant: str, net: FeatureNet
     * ``sensitivity``: mean over pairs of ``d(G(x_i), G(x_j)) / d(x_i, x_j)`` on pixels, with ``x`` the
       variant's own input (the reciprocal of the ratio in Eq. 4); ``sensitivity_ratio`` divides by the
       same quantity for the real patches of the same pairs, so variants with different inputs compare.
+    * ``hf_energy_ratio``: the outputs' share of spectral power above 0.25 cycles per pixel over the
+      real test patches' (:func:`~histolib.metrics.image.high_frequency_energy`; speckle raises it).
 
     Args:
         generator: a trained Pix2Pix generator.
@@ -385,6 +387,7 @@ def collapse_scores(generator, test: ConditionSet, variant: str, net: FeatureNet
         "dropout_diversity": within / div_real if div_real > 0 else float("nan"),
         "sensitivity": float(sens_fake.mean()) if sens_fake.numel() else float("nan"),
         "sensitivity_ratio": float(sens_fake.mean() / sens_real.mean()) if sens_real.numel() else float("nan"),
+        "hf_energy_ratio": high_frequency_energy(fake) / max(high_frequency_energy(test.images), 1e-12),
         "backbone": net.backbone,
         "outputs": fake,
     }
@@ -721,6 +724,7 @@ def ablation_rows(runs: dict[str, list[VariantRun]], scores: dict[str, list[dict
                "diversity per replicate": f3(replicate_values(scores, name, "diversity_ratio")),
                "dropout diversity / real": f3(replicate_values(scores, name, "dropout_diversity")),
                "sensitivity / real": f3(replicate_values(scores, name, "sensitivity_ratio")),
+               "HF energy / real": f3(replicate_values(scores, name, "hf_energy_ratio")),
                "realistic (KID)": "yes" if realism_precondition(scores, name).met else "no"}
         if faith and name in faith:
             fp = pooled_faithfulness(faith[name])

@@ -74,3 +74,31 @@ def test_image_metrics_validate_inputs():
         mae(np.zeros((16, 16, 3), np.uint8), np.zeros((15, 16, 3), np.uint8))
     with pytest.raises(ValueError, match="11x11"):
         ssim(np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.uint8))
+
+
+def test_high_frequency_energy_of_hand_made_patterns():
+    from histolib.metrics.image import high_frequency_energy
+
+    yy, xx = np.mgrid[:16, :16]
+    slow = np.cos(2 * np.pi * xx / 16)      # 1/16 cycles per pixel: all power below the cutoff
+    fast = np.cos(np.pi * xx)               # 0.5 cycles per pixel (checkerboard columns): all above
+    assert high_frequency_energy(slow[None]) == pytest.approx(0.0, abs=1e-12)
+    assert high_frequency_energy(fast[None]) == pytest.approx(1.0)
+    # Parseval: the +-1 columns have mean square 1, the slow cosine 1/2, so 2/3 of the power is high;
+    # constant images count 0; channels and images are averaged
+    assert high_frequency_energy((slow + fast)[None]) == pytest.approx(2 / 3)
+    both = np.stack([np.stack([slow, fast], -1), np.zeros((16, 16, 2))])
+    assert high_frequency_energy(both) == pytest.approx(0.25)
+    # white noise has ~ the area share of |f| > 0.25 (1 - pi/16 ~ 0.80)
+    noise = np.random.default_rng(0).normal(size=(8, 64, 64))
+    assert high_frequency_energy(noise) == pytest.approx(1 - np.pi * 0.25 ** 2, abs=0.02)
+
+
+@pytest.mark.parametrize("bad, match", [(np.zeros((0, 8, 8)), "non-empty"), (np.zeros((8, 8)), "non-empty")])
+def test_high_frequency_energy_rejects_bad_input(bad, match):
+    from histolib.metrics.image import high_frequency_energy
+
+    with pytest.raises(ValueError, match=match):
+        high_frequency_energy(bad)
+    with pytest.raises(ValueError, match="cutoff"):
+        high_frequency_energy(np.zeros((1, 8, 8)), cutoff=0.5)
