@@ -95,7 +95,7 @@ def test_round_trip_stain_vectors_and_glomerulus_fill_from_phantom_pas(tmp_path,
     """Render PAS patches with a known, non-default stain matrix (no per-slide jitter) and recover it.
 
     The phantom never paints pure hematoxylin (its nuclei carry PAS too: material (1.6, 0.3)), so Macenko's
-    robust extreme lies a few degrees inside the pure vector: recovered within 6 degrees, and much closer
+    robust extreme lies 3-6 degrees inside the pure vector: recovered within 7 degrees, and much closer
     to the known matrix than to the study's default one.
     """
     from histolib.ops.stain import jitter_stain_matrix
