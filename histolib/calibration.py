@@ -658,8 +658,6 @@ def report(phantom_features, real_features, name: str = "") -> tuple[pd.DataFram
         (its median), ``real median``, ``real p5``, ``real p95``, ``real n`` and ``inside`` (``yes`` / ``no``
         / ``n/a`` when undefined on either side), and the same as a markdown table.
     """
-    from histolib import viz
-
     ph, _ = _summary_of(phantom_features)
     real, _ = _summary_of(real_features)
     rows = []
@@ -670,12 +668,59 @@ def report(phantom_features, real_features, name: str = "") -> tuple[pd.DataFram
                      "real median": r["median"], "real p5": r["p5"], "real p95": r["p95"], "real n": r["n"],
                      "inside": ("yes" if r["p5"] <= p <= r["p95"] else "no") if ok else "n/a"})
     table = pd.DataFrame(rows)
+    return table, report_markdown(table) if rows else "(no common feature)"
 
-    def fmt(v):
-        return f"{v:.4g}" if isinstance(v, float) and np.isfinite(v) else ("" if isinstance(v, float) else v)
 
-    md_rows = [{**({"real set": r["real set"]} if name else {}), "feature": r["feature"],
-                "phantom": fmt(r["phantom"]),
-                "real median [p5, p95]": f"{fmt(r['real median'])} [{fmt(r['real p5'])}, {fmt(r['real p95'])}]",
-                "n": r["real n"], "inside": r["inside"]} for r in rows]
-    return table, viz.markdown_table(md_rows) if md_rows else "(no common feature)"
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) and np.isfinite(v) else ("" if isinstance(v, float) else str(v))
+
+
+def report_markdown(table: pd.DataFrame) -> str:
+    """A :func:`report` table as markdown: ``real median [p5, p95]`` in one column, 4 significant digits."""
+    from histolib import viz
+
+    rows = [{**({"real set": r["real set"]} if "real set" in r else {}), "feature": r["feature"],
+             "phantom": _fmt(r["phantom"]),
+             "real median [p5, p95]": f"{_fmt(r['real median'])} [{_fmt(r['real p5'])}, {_fmt(r['real p95'])}]",
+             "n": r["real n"], "inside": r["inside"]} for r in table.to_dict("records")]
+    return viz.markdown_table(rows)
+
+
+def report_real_sets(real_root: str | os.PathLike, n_images: int, n_phantom: int, seed: int = 0,
+                     progress: bool = False) -> tuple[pd.DataFrame, str, dict]:
+    """:func:`report` for every real set under ``real_root`` against the phantom measured at its scale.
+
+    Each subfolder with ``images/`` is measured (:func:`measure_folder`, kind guessed by :func:`detect_kind`,
+    at most ``n_images``, seeded subset) and the phantom of that kind is rendered at the set's scale
+    (:func:`measure_phantom`, ``n_phantom`` images).
+
+    Returns:
+        ``(table, markdown, metrics)``: the rows of every set (``real set`` column first), the markdown
+        (one table, then the features outside the real spread), and per set ``{kind, n_real, n_phantom,
+        n_features, n_inside, outside: {feature: {phantom, real_median, real_p5, real_p95}}, derived}``.
+        All empty when ``real_root`` holds no set (the caller skips its section).
+    """
+    real_root = Path(real_root)
+    folders = sorted(p for p in real_root.iterdir() if (p / "images").is_dir()) if real_root.is_dir() else []
+    tables, metrics = [], {}
+    for folder in folders:
+        real = measure_folder(folder, None, n_images, seed, progress)
+        scale = derived_parameters(real.summary, real.kind)
+        ph = measure_phantom(real.kind, n_phantom, scale, seed)
+        table, _ = report(ph, real, folder.name)
+        tables.append(table)
+        out = table[table["inside"] == "no"]
+        metrics[folder.name] = {
+            "kind": real.kind, "n_real": len(real.per_image), "n_phantom": n_phantom, "n_features": len(table),
+            "n_inside": int((table["inside"] == "yes").sum()),
+            "outside": {r["feature"]: {"phantom": r["phantom"], "real_median": r["real median"],
+                                       "real_p5": r["real p5"], "real_p95": r["real p95"]}
+                        for r in out.to_dict("records")},
+            "derived": scale}
+    if not tables:
+        return pd.DataFrame(), "", {}
+    table = pd.concat(tables, ignore_index=True)
+    md = report_markdown(table)
+    lines = [f"- `{name}` ({m['kind']}): {m['n_inside']} of {m['n_features']} features inside the real 5th-95th "
+             f"percentile range; outside: {', '.join(m['outside']) or 'none'}" for name, m in metrics.items()]
+    return table, md + "\n\n" + "\n".join(lines), metrics
