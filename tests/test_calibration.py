@@ -178,3 +178,14 @@ def test_real_glomerulus_crops_near_the_study_pas_matrix():
     ref = stain_matrix("pas")
     assert all(stain_vector_angle(d["stain_vectors"][k], ref[k]) < 10 for k in range(2))
     assert d["glomerulus_fill"] > 0.9
+
+
+def test_report_real_sets_on_real_like_folders(tmp_path, real_like_root):
+    real_like_root(tmp_path)
+    table, md, metrics = cal.report_real_sets(tmp_path, n_images=2, n_phantom=1)
+    assert sorted(metrics) == ["crops", "fluo", "he"]
+    assert {m["kind"] for m in metrics.values()} == {"pas", "he", "fluorescence"}
+    assert set(table["real set"]) == set(metrics) and set(table["inside"]) <= {"yes", "no", "n/a"}
+    assert md.startswith("| real set | feature |") and "- `he` (he):" in md
+    empty_table, empty_md, empty_metrics = cal.report_real_sets(tmp_path / "absent", 2, 1)
+    assert empty_table.empty and empty_md == "" and empty_metrics == {}
