@@ -9,7 +9,11 @@ Examples::
     histolib run-notebook notebooks/00_data.ipynb results/00/00_data.ipynb -k python3 -p profile smoke
     histolib run-real 01 02 04 05           # the notebooks on ../shared/data/real (histolib.realruns)
     histolib plots                          # dvc.yaml's plots for offline reading: results/plots/ (`make plots`)
+    histolib calibrate-phantom ../shared/data/real/glomeruli_crops --kind pas --phantom-out calibration/phantom/x.json
 
+``calibrate-phantom`` measures a real folder (``images/``, optional ``masks/``) feature by feature and writes
+the summary numbers (median, 5th/95th percentile, n; never pixels) to ``calibration/<folder>.json``
+(:mod:`histolib.calibration`).
 ``build-data`` prints one line per skipped file with its reason (also listed in the manifest).
 ``run-notebook`` runs papermill into ``OUT.partial.ipynb`` and renames it to ``OUT`` only when every cell
 finished, so a failed or killed run never leaves a finished-looking notebook under ``results/``.
@@ -127,7 +131,19 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--out", default="results/plots", help="output folder, replaced as a whole (default %(default)s)")
     g.add_argument("--formats", default="svg", help="image formats (svg, png), comma-separated; '' for the page "
                    "only (default %(default)s)")
+    c = sub.add_parser("calibrate-phantom", help="measure a real folder; write its calibration JSON "
+                       "(histolib.calibration)")
+    c.add_argument("folder", metavar="REAL_FOLDER", help="images/*.png and optional masks/*.png")
+    c.add_argument("--kind", choices=("pas", "he", "fluorescence"), help="what the folder holds and its masks "
+                   "mean (pas: glomerulus masks; he, fluorescence: nucleus instances); default: guessed")
+    c.add_argument("--out", help="JSON to write (default calibration/<folder name>.json in the study root)")
+    c.add_argument("--limit", type=int, help="measure at most this many images (a seeded random subset)")
+    c.add_argument("--seed", type=int, default=0, help="seed of the subset and of the phantom (default 0)")
+    c.add_argument("--phantom-out", help="also measure the phantom at the folder's scale and write it here")
+    c.add_argument("--n-phantom", type=int, default=32, help="phantom images for --phantom-out (default 32)")
     args = parser.parse_args(argv)
+    if args.command == "calibrate-phantom":
+        return _calibrate(args)
     if args.command == "run-notebook":
         return run_notebook(args.notebook, args.out, args.papermill_args)
     if args.command == "run-real":
@@ -155,6 +171,24 @@ def main(argv: list[str] | None = None) -> int:
     except KeyError as e:
         print(f"histolib: error: unknown section {e}", file=sys.stderr)
         return 2
+
+
+def _calibrate(args) -> int:
+    from histolib.calibration import calibrate
+
+    if args.limit is not None and args.limit < 1:
+        print(f"histolib: error: --limit must be >= 1, got {args.limit}", file=sys.stderr)
+        return 2
+    try:
+        t0 = time.perf_counter()
+        paths = calibrate(args.folder, args.kind, args.out, args.limit, args.seed, args.phantom_out, args.n_phantom)
+    except HistolibError as e:
+        print(f"histolib: error: {e}", file=sys.stderr)
+        return 2
+    for what, path in paths.items():
+        print(f"wrote {path} ({what})")
+    print(f"calibrated in {time.perf_counter() - t0:.1f} s")
+    return 0
 
 
 def _run_real(args) -> int:

@@ -17,7 +17,6 @@ from skimage.color import rgb2hsv
 from histolib import viz
 from histolib.data.folder import Pairs, load_pairs
 from histolib.data.prepared import DATASETS, load_split
-from histolib.ops.stain import rgb_to_od
 
 
 def dataset_grid(root: Path, dataset: str, split: str = "train", n: int = 8):
@@ -64,7 +63,8 @@ def structure_and_deformations(image: np.ndarray, mask: np.ndarray, seeds=(0, 1,
 
 
 def colour_statistics(images, masks=None, white: float = 0.1) -> dict[str, np.ndarray]:
-    """Per-image colour statistics inside tissue (HSV saturation above ``white``).
+    """Per-image colour statistics inside tissue (HSV saturation above ``white``), one
+    :func:`histolib.calibration.tissue_colour` per image.
 
     Args:
         images: ``(N, H, W, 3) uint8`` or a list of such images.
@@ -74,21 +74,15 @@ def colour_statistics(images, masks=None, white: float = 0.1) -> dict[str, np.nd
         Arrays of length N: ``hue``, ``saturation``, ``value`` (tissue means), ``od_mean`` (mean optical
         density over RGB inside tissue), ``tissue_fraction`` and, with masks, ``sat_inside``.
     """
+    from histolib.calibration import tissue_colour
+
     out: dict[str, list] = {k: [] for k in ("hue", "saturation", "value", "od_mean", "tissue_fraction")}
     if masks is not None:
         out["sat_inside"] = []
     for i, im in enumerate(images):
         hsv = rgb2hsv(np.asarray(im))
-        tissue = hsv[..., 1] > white
-        if not tissue.any():
-            tissue = np.ones_like(tissue)
-        # hue is circular: average it on the circle
-        ang = hsv[..., 0][tissue] * 2 * np.pi
-        out["hue"].append(float(np.angle(np.mean(np.exp(1j * ang))) / (2 * np.pi) % 1.0))
-        out["saturation"].append(float(hsv[..., 1][tissue].mean()))
-        out["value"].append(float(hsv[..., 2][tissue].mean()))
-        out["od_mean"].append(float(rgb_to_od(np.asarray(im))[tissue].mean()))
-        out["tissue_fraction"].append(float(tissue.mean()))
+        for k, v in tissue_colour(im, white, hsv=hsv).items():
+            out[k].append(v)
         if masks is not None:
             m = np.asarray(masks[i]) > 0
             out["sat_inside"].append(float(hsv[..., 1][m].mean()) if m.any() else float("nan"))
@@ -283,11 +277,6 @@ def realism_claims(summary: dict, stats_rows: list[dict]) -> list[dict]:
 # Every real set against the phantom (nuclei sets: fluorescence and H&E)
 # --------------------------------------------------------------------------------------------
 
-def _is_grey(image: np.ndarray) -> bool:
-    im = np.asarray(image)
-    return bool((im[..., 0] == im[..., 1]).all() and (im[..., 0] == im[..., 2]).all())
-
-
 def find_real_sets(real_root: Path) -> dict[str, dict]:
     """Every folder directly under ``real_root`` in the plain layout (``images/``, ``masks/``).
 
@@ -298,6 +287,7 @@ def find_real_sets(real_root: Path) -> dict[str, dict]:
         ``{name: {"folder": Path, "kind": "nuclei" | "glomeruli", "modality": ...}}`` sorted by name;
         ``{}`` when ``real_root`` is absent (the callers then skip their real sections).
     """
+    from histolib.calibration import is_grey
     from histolib.data.folder import IMAGE_SUFFIXES, read_mask, read_rgb
 
     real_root = Path(real_root)
@@ -316,7 +306,7 @@ def find_real_sets(real_root: Path) -> dict[str, dict]:
             image = read_rgb(first)
         kind = "nuclei" if set(np.unique(mask).tolist()) - {0, 1, 255} else "glomeruli"
         out[folder.name] = {"folder": folder, "kind": kind,
-                            "modality": "fluorescence" if _is_grey(image) else "brightfield"}
+                            "modality": "fluorescence" if is_grey(image) else "brightfield"}
     return out
 
 
@@ -358,6 +348,7 @@ def nuclei_statistics(images, masks, target_diameter: float) -> dict[str, np.nda
         ``2 sqrt(A / pi)`` in the image; ``nuclei_per_1e4_px_at_target`` = ``n / (H W f^2) * 1e4`` with
         ``f = target / (the set's median diameter)``. Images without a nucleus give NaN where undefined.
     """
+    from histolib.calibration import intensity_features
     from histolib.data.nuclei_scale import equivalent_diameters
 
     set_median = float(np.median(equivalent_diameters(masks))) if len(masks) else float("nan")
@@ -365,15 +356,10 @@ def nuclei_statistics(images, masks, target_diameter: float) -> dict[str, np.nda
     out: dict[str, list] = {k: [] for k in NUCLEI_STATS}
     for im, m in zip(images, masks, strict=True):
         im, m = np.asarray(im), np.asarray(m)
-        grey = im.astype(np.float64).mean(-1)
         fg = m > 0
         d = equivalent_diameters([m])
-        bg_v = float(grey[~fg].mean()) if (~fg).any() else float("nan")
-        fg_v = float(grey[fg].mean()) if fg.any() else float("nan")
-        out["background_intensity"].append(bg_v)
-        out["nucleus_intensity"].append(fg_v)
-        out["contrast"].append(fg_v - bg_v)
-        out["saturation"].append(float(rgb2hsv(im)[..., 1].mean()))
+        for k, v in intensity_features(im, m).items():
+            out[k].append(v)
         out["nucleus_diameter_px"].append(float(np.median(d)) if d.size else float("nan"))
         out["nucleus_fraction"].append(float(fg.mean()))
         out["nuclei_per_1e4_px_at_target"].append(d.size / (m.size * f * f) * 1e4)

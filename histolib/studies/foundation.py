@@ -73,6 +73,8 @@ class Sim2RealParams:
     n_grid: int = knob("examples per dataset grid", min=1, max=64)
     real_fill: float = knob("glomerulus diameter / crop side in the real crops (~0.99: tight crops); "
                             "real crops are rescaled so the glomerulus matches the phantom's mean fill", min=0.1)
+    n_calibration: int = knob("images per real set measured for the calibration report (a seeded random subset; "
+                              "histolib.calibration), and phantom images rendered at each set's scale", min=1)
 
 
 @section("protocol")

@@ -62,29 +62,8 @@ def test_sim_to_real_summary_with_and_without_real_crops():
     assert table[1]["evaluated on"] == "real crops (n=1)"
 
 
-def _real_root(root):
-    """Tiny folders shaped like ../shared/data/real: fluorescence nuclei (grey as RGB, 16-bit ids, non-square),
-    H&E nuclei (RGB, 16-bit ids) and glomerulus crops (binary 0/255, labels.csv classes)."""
-    from histolib.data.folder import save_pairs
-
-    yy, xx = np.mgrid[:48, :80]
-    inst = np.zeros((48, 80), np.int32)
-    for k, (cy, cx) in enumerate([(12, 12), (30, 40), (20, 65)]):
-        inst[(yy - cy) ** 2 + (xx - cx) ** 2 <= 16] = 1000 + k
-    grey = np.where(inst > 0, 180, 10).astype(np.uint8)
-    save_pairs(root / "fluo", np.repeat(grey[None, ..., None], 3, axis=3).repeat(3, 0), [inst] * 3,
-               ["a.png", "b.png", "c.png"], mask_kind="instances")
-    he = np.where(inst[..., None] > 0, np.array([90, 40, 120], np.uint8), np.array([230, 160, 200], np.uint8))
-    save_pairs(root / "he", np.stack([he] * 2), [inst] * 2, ["x.png", "y.png"], mask_kind="instances")
-    glom = np.zeros((2, 40, 40), np.uint8)
-    glom[:, 5:35, 5:35] = 1
-    save_pairs(root / "crops", np.full((2, 40, 40, 3), (200, 120, 180), np.uint8), glom, ["s-1.png", "s-2.png"],
-               [{"class": "GS", "slide": "s"}, {"class": "nonGS", "slide": "s"}])
-    (root / "notes").mkdir()  # not a data set: ignored
-
-
-def test_find_real_sets_kinds_and_modalities(tmp_path):
-    _real_root(tmp_path)
+def test_find_real_sets_kinds_and_modalities(tmp_path, real_like_root):
+    real_like_root(tmp_path)
     sets = ov.find_real_sets(tmp_path)
     assert {k: (v["kind"], v["modality"]) for k, v in sets.items()} == {
         "crops": ("glomeruli", "brightfield"), "fluo": ("nuclei", "fluorescence"), "he": ("nuclei", "brightfield")}
@@ -105,10 +84,10 @@ def test_nuclei_statistics_by_hand():
     assert s["nuclei_per_1e4_px_at_target"][0] == pytest.approx(2 / (200 * 4) * 1e4)
 
 
-def test_compare_real_sets_writes_grids_only_to_the_given_folder(tmp_path):
+def test_compare_real_sets_writes_grids_only_to_the_given_folder(tmp_path, real_like_root):
     from histolib.config import load_params
 
-    _real_root(tmp_path / "real")
+    real_like_root(tmp_path / "real")
     P = load_params("smoke", {"sim2real.n_grid": 2, "data.nuclei_size": 32})
     rows, figs = ov.compare_real_sets(ov.find_real_sets(tmp_path / "real"), P, tmp_path / "figs")
     assert sorted(p.name for p in figs) == ["side_by_side_crops.png", "side_by_side_fluo.png", "side_by_side_he.png"]
