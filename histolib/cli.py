@@ -9,6 +9,7 @@ Examples::
     histolib run-notebook notebooks/00_data.ipynb results/00/00_data.ipynb -k python3 -p profile smoke
     histolib run-real 01 02 04 05           # the notebooks on ../shared/data/real (histolib.realruns)
     histolib plots                          # dvc.yaml's plots for offline reading: results/plots/ (`make plots`)
+    histolib readme-results                 # README's scorecard section from results/*/metrics.json (`make readme`)
 
 ``build-data`` prints one line per skipped file with its reason (also listed in the manifest).
 ``run-notebook`` runs papermill into ``OUT.partial.ipynb`` and renames it to ``OUT`` only when every cell
@@ -97,6 +98,27 @@ def _plots(out: str, formats: str) -> int:
     return 0
 
 
+def _readme_results(check: bool) -> int:
+    from histolib.studies import scorecard
+
+    root = project_root()
+    readme = root / "README.md"
+    try:
+        if check:
+            current = scorecard.current_section(readme.read_text())
+            if current != scorecard.readme_section(root / "results").strip():
+                print(f"histolib: {readme} scorecard section is stale; run `histolib readme-results`", file=sys.stderr)
+                return 1
+            print(f"{readme}: scorecard section is current")
+            return 0
+        changed = scorecard.write_readme(readme, root / "results")
+    except HistolibError as e:
+        print(f"histolib: error: {e}", file=sys.stderr)
+        return 2
+    print(f"{readme}: scorecard section {'rewritten' if changed else 'already current'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="histolib", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -127,7 +149,12 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--out", default="results/plots", help="output folder, replaced as a whole (default %(default)s)")
     g.add_argument("--formats", default="svg", help="image formats (svg, png), comma-separated; '' for the page "
                    "only (default %(default)s)")
+    rm = sub.add_parser("readme-results", help="rewrite README.md's scorecard section from the claims in "
+                        "results/*/metrics.json (histolib.studies.scorecard)")
+    rm.add_argument("--check", action="store_true", help="only check the section is current (exit 1 if not)")
     args = parser.parse_args(argv)
+    if args.command == "readme-results":
+        return _readme_results(args.check)
     if args.command == "run-notebook":
         return run_notebook(args.notebook, args.out, args.papermill_args)
     if args.command == "run-real":
