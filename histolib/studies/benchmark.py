@@ -463,16 +463,16 @@ def faithfulness_of(method: Method, results: dict[str, dict]) -> list[dict] | No
     """The faithfulness results (one per replicate) of a method's generator, read from its notebook's
     ``metrics.json`` (``results``: notebook -> metrics dict); ``None`` when not recorded."""
     m = results.get(method.notebook) or {}
+    if method.name == "pix2pix_ms":  # notebook 02 pools it per variant under "ablation"
+        full = (m.get("ablation") or {}).get("full", {}).get("faithfulness") or {}
+        real = full.get("real")
+        return [{"synthetic": v, "real": real, "ratio": v / real if real else math.nan}
+                for v in full.get("per_replicate", [])] or None
     f = m.get("faithfulness")
     if not f:
         return None
     if method.name in SPADE_KINDS:
         return (f.get(SPADE_KINDS[method.name]) or {}).get("replicates")
-    if method.name == "pix2pix_ms":
-        full = (m.get("ablation") or {}).get("full", {}).get("faithfulness") or {}
-        real = full.get("real")
-        return [{"synthetic": v, "real": real, "ratio": v / real if real else math.nan}
-                for v in full.get("per_replicate", [])] or None
     return f if isinstance(f, list) else None
 
 

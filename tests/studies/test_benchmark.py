@@ -134,3 +134,11 @@ def test_curves_and_costs():
     assert next(c for c in costs if c["paper"] == "003")["gain, full budget"] == "not applicable"
     best = bm.best_per_budget(rows)
     assert [b["best method"] for b in best] == ["SPADE-GTMask", "SPADE-GTMask"]
+
+
+def test_faithfulness_is_read_from_each_notebooks_metrics():
+    nb02 = {"02": {"ablation": {"full": {"faithfulness": {"per_replicate": [0.9, 0.45], "real": 0.9}}}}}
+    f = bm.faithfulness_of(bm.METHODS["pix2pix_ms"], nb02)
+    assert [round(x["ratio"], 2) for x in f] == [1.0, 0.5]
+    assert bm.faithfulness_of(bm.METHODS["spade_gtmask"], _faithful(0.7))[0]["ratio"] == 0.7
+    assert bm.faithfulness_of(bm.METHODS["spade_gtmask"], {}) is None
