@@ -542,6 +542,42 @@ def read_calibration(path: str | os.PathLike) -> dict:
     return record
 
 
+PHANTOM_FEATURES = ("hematoxylin_angle_deg", "second_angle_deg", "hematoxylin_conc_p50", "second_conc_p50",
+                    "sharpness")
+
+
+def phantom_calibration(calibration: str | os.PathLike | dict, spread: float = 1.25, structure: bool = True):
+    """The phantom's calibrated mode from a calibration JSON (or the dict :func:`read_calibration` returns).
+
+    Reads the real per-image distributions the phantom samples per slide (:data:`PHANTOM_FEATURES`: stain
+    vector angles, median stain concentrations, sharpness; each as ``(p5, median, p95)``) and the median
+    stain vectors (``derived.stain_vectors``). Bright-field kinds only.
+
+    Returns:
+        :class:`histolib.data.phantom.PhantomCalibration` (``spread``: domain randomisation width, see there).
+
+    Raises:
+        DataError: unreadable file, a fluorescence calibration, or one without stain vectors (named).
+    """
+    from histolib.data.phantom import PhantomCalibration
+
+    record = calibration if isinstance(calibration, dict) else read_calibration(calibration)
+    name = record.get("source", str(calibration) if not isinstance(calibration, dict) else "")
+    if record.get("kind") not in ("pas", "he"):
+        raise DataError(f"{name}: the phantom can be calibrated on a bright-field set (pas or he), not "
+                        f"{record.get('kind')!r}")
+    vectors = (record.get("derived") or {}).get("stain_vectors")
+    if not vectors or len(vectors) != 2:
+        raise DataError(f"{name}: calibration has no derived.stain_vectors; re-run histolib calibrate-phantom")
+    q = {}
+    for k in PHANTOM_FEATURES:
+        f = record["features"].get(k)
+        if f and all(np.isfinite([f["p5"], f["median"], f["p95"]])):
+            q[k] = (float(f["p5"]), float(f["median"]), float(f["p95"]))
+    return PhantomCalibration(stain=record["kind"], quantiles=q, stain_vectors=tuple(map(tuple, vectors)),
+                              spread=float(spread), structure=bool(structure), source=name)
+
+
 # --------------------------------------------------------------------------------------------
 # The phantom, measured the same way
 # --------------------------------------------------------------------------------------------
