@@ -129,7 +129,7 @@ def test_calibrated_tiles_have_consistent_ground_truth_and_are_seeded(cal, make)
 def test_slide_parameters_follow_the_real_spread(cal):
     rng = np.random.default_rng(1)
     draws = [phantom._slide_parameters(rng, cal, "pas") for _ in range(400)]
-    g = np.array([d["gains"] for d in draws])
+    g = np.array([d["gains"] for d in draws]) / np.array(phantom._CAL_BASE_GAIN["pas"])
     # gain = draw / real median: median ~1, 95th percentile ~p95 / median widened by the domain randomisation
     np.testing.assert_allclose(np.median(g, 0), 1.0, atol=0.08)
     assert np.percentile(g[:, 1], 95) > 1.3 / 0.48
@@ -224,3 +224,19 @@ def test_calibrated_lumina_and_urinary_space_are_white_for_the_texture_mask(cal)
     t = glomerulus_patch(2, size=112, fill=(0.9, 0.9), sclerosed=False, calibration=cal)
     g = t.glomeruli == 1
     assert (~texture_mask(t.image) & g).mean() > 0.05
+
+
+def test_calibrate_phantom_measures_the_calibrated_mode_from_a_calibration_json(tmp_path):
+    import json
+
+    from histolib.calibration import calibrate, read_calibration
+
+    src = tmp_path / "set.json"
+    src.write_text(json.dumps(_record(derived={"stain_vectors": [list(PAS_MATRIX[0]), list(PAS_MATRIX[1])],
+                                               "glomerulus_fill": 0.9, "image_side_px": 64.0})))
+    paths = calibrate(src, phantom_out=tmp_path / "ph.json", n_phantom=2, progress=False,
+                      phantom_calibration_json=src)
+    assert set(paths) == {"phantom"}  # the real set is not re-measured
+    rec = read_calibration(paths["phantom"])
+    assert rec["phantom_mode"]["spread"] == 1.25 and "calibrated on hand-made" in rec["source"]
+    assert rec["features"]["saturated_fraction_inside"]["n"] == 2
