@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: study test env lint bench plots clean-results
+.PHONY: study test env lint bench plots readme benchmark clean-results
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,14 @@ test: env
 ## the plots of dvc.yaml for reading offline: results/plots/index.html (vega inlined) + one SVG/PNG per plot
 plots: env
 	$(BIN)/histolib plots
+
+## README's results section (the scorecard) from the claims in results/*/metrics.json
+readme: env
+	$(BIN)/histolib readme-results
+
+## notebook 06 alone (benchmark + scorecard) with the stages it depends on
+benchmark: env
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro nb06_benchmark
 
 lint: env
 	$(BIN)/ruff check .

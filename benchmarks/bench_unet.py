@@ -6,13 +6,19 @@ flips/rotations, CE + soft Dice, forward, backward, Adam; the epoch's `train_sec
 training images per second; the whole call (model set-up, validation pass, checkpoints) is recorded
 beside it. The reference is a bare loop (forward, CE, backward, Adam step) over a minimal U-Net.
 
-Run: `.venv/bin/python benchmarks/bench_unet.py`; writes benchmarks/results/unet.json.
+Against the machine: the CPU's convolution peak is measured in the same process (a 3x3 convolution,
+128 -> 128 channels on 64-px maps, batch 16, forward + backward, fp32 and bf16), the floating-point
+operations of one training step of the study's U-Net are counted with ``torch.utils.flop_counter``
+(forward + backward convolutions and matrix products), and the harness's achieved GFLOP/s is reported
+as a fraction of the fp32 and bf16 peaks.
+
+Run: `.venv/bin/python benchmarks/bench_unet.py [--quick]`; writes benchmarks/results/unet.json.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,8 +30,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from histolib.data.folder import Pairs
-from histolib.repro import environment_record
+from histolib.models.unet import UNet
 from histolib.train.segmentation import train_unet
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _record import save_record  # noqa: E402  (benchmarks/_record.py, beside this script)
 
 SIZE, WIDTH, DEPTH, BATCH, N_TRAIN, REPEATS = 64, 16, 4, 16, 512, 3
 
@@ -86,35 +95,82 @@ def harness_rate(images: np.ndarray, masks: np.ndarray) -> tuple[float, float]:
         return len(images) / result.history[-1]["train_seconds"], len(images) / whole
 
 
+def conv_peak(dtype: torch.dtype, repeats: int = 3) -> dict:
+    """GFLOP/s of a 3x3 convolution's forward + backward (128 -> 128 channels, 64 px, batch 16), best of
+    ``repeats`` after a warm-up; the FLOPs are counted, not assumed."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(128, 128, 3, padding=1).to(memory_format=torch.channels_last)
+    x = torch.randn(16, 128, 64, 64).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            out = conv(x)
+        out.float().sum().backward()
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_total_flops()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return {"gflop_per_s": flops / min(times) / 1e9, "flops": flops, "seconds": times}
+
+
+def unet_step_flops() -> int:
+    """FLOPs of one training step (forward + backward, batch BATCH) of the harness's U-Net."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = UNet(3, 2, WIDTH, DEPTH).to(memory_format=torch.channels_last)
+    x = torch.rand(BATCH, 3, SIZE, SIZE).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 2, (BATCH, SIZE, SIZE))
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(net(x), y).backward()
+    return counter.get_total_flops()
+
+
 def main() -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="one repeat, print only (no record written)")
+    args = ap.parse_args()
+    repeats = 1 if args.quick else REPEATS
+    load_start = os.getloadavg()
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (N_TRAIN, SIZE, SIZE, 3), dtype=np.uint8)
     masks = (rng.random((N_TRAIN, SIZE, SIZE)) > 0.5).astype(np.uint8)
     x = torch.from_numpy(images.transpose(0, 3, 1, 2).copy()).float() / 255
     y = torch.from_numpy(masks.astype(np.int64))
     plain, ours, ours_whole = [], [], []
-    for _ in range(REPEATS):  # interleaved, so a load change on the machine hits both alike
+    for _ in range(repeats):  # interleaved, so a load change on the machine hits both alike
         plain.append(plain_rate(x, y))
         steps, whole = harness_rate(images, masks)
         ours.append(steps)
         ours_whole.append(whole)
+    peak = {"fp32": conv_peak(torch.float32), "bf16": conv_peak(torch.bfloat16)}
+    flops_per_img = unet_step_flops() / BATCH
+    achieved = flops_per_img * float(np.median(ours)) / 1e9
     record = {
         "setting": {"size": SIZE, "width": WIDTH, "depth": DEPTH, "batch": BATCH, "n_train": N_TRAIN,
-                    "memory_format": "channels_last", "dtype": "float32", "repeats": REPEATS},
+                    "memory_format": "channels_last", "dtype": "float32", "repeats": repeats,
+                    "torch_threads": torch.get_num_threads()},
         "plain_unet_img_per_s": float(np.median(plain)),
         "histolib_harness_img_per_s": float(np.median(ours)),
         "ratio_harness_to_plain": float(np.median(ours) / np.median(plain)),
         "histolib_whole_epoch_img_per_s": float(np.median(ours_whole)),
         "ratio_whole_epoch_to_plain": float(np.median(ours_whole) / np.median(plain)),
         "all_runs": {"plain": plain, "harness": ours, "harness_whole_epoch": ours_whole},
-        "load_average_1_5_15min_at_end": list(os.getloadavg()),
-        "environment": environment_record("cpu"),
+        "conv_peak": peak,
+        "unet_training_flops_per_image": flops_per_img,
+        "harness_gflop_per_s": achieved,
+        "fraction_of_fp32_conv_peak": achieved / peak["fp32"]["gflop_per_s"],
+        "fraction_of_bf16_conv_peak": achieved / peak["bf16"]["gflop_per_s"],
     }
-    out = Path(__file__).parent / "results" / "unet.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"plain U-Net {record['plain_unet_img_per_s']:.1f} img/s, histolib harness "
-          f"{record['histolib_harness_img_per_s']:.1f} img/s (ratio {record['ratio_harness_to_plain']:.2f})")
+    save_record("unet", record, load_start, quick=args.quick)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ Examples::
     histolib calibrate-phantom ../shared/data/real/glomeruli_crops --kind pas --phantom-out calibration/phantom/x.json
     histolib calibrate-phantom calibration/x.json --phantom-out calibration/phantom/x_cal.json --phantom-calibration \
 calibration/x.json
+    histolib readme-results                 # README's scorecard section from results/*/metrics.json (`make readme`)
 
 ``calibrate-phantom`` measures a real folder (``images/``, optional ``masks/``) feature by feature and writes
 the summary numbers (median, 5th/95th percentile, n; never pixels) to ``calibration/<folder>.json``
@@ -104,6 +105,27 @@ def _plots(out: str, formats: str) -> int:
     return 0
 
 
+def _readme_results(check: bool) -> int:
+    from histolib.studies import scorecard
+
+    root = project_root()
+    readme = root / "README.md"
+    try:
+        if check:
+            current = scorecard.current_section(readme.read_text())
+            if current != scorecard.readme_section(root / "results").strip():
+                print(f"histolib: {readme} scorecard section is stale; run `histolib readme-results`", file=sys.stderr)
+                return 1
+            print(f"{readme}: scorecard section is current")
+            return 0
+        changed = scorecard.write_readme(readme, root / "results")
+    except HistolibError as e:
+        print(f"histolib: error: {e}", file=sys.stderr)
+        return 2
+    print(f"{readme}: scorecard section {'rewritten' if changed else 'already current'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="histolib", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -146,9 +168,14 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--n-phantom", type=int, default=32, help="phantom images for --phantom-out (default 32)")
     c.add_argument("--phantom-calibration", metavar="JSON", help="measure the phantom's calibrated mode "
                    "(data.calibration) calibrated on this JSON instead of the default phantom")
+    rm = sub.add_parser("readme-results", help="rewrite README.md's scorecard section from the claims in "
+                        "results/*/metrics.json (histolib.studies.scorecard)")
+    rm.add_argument("--check", action="store_true", help="only check the section is current (exit 1 if not)")
     args = parser.parse_args(argv)
     if args.command == "calibrate-phantom":
         return _calibrate(args)
+    if args.command == "readme-results":
+        return _readme_results(args.check)
     if args.command == "run-notebook":
         return run_notebook(args.notebook, args.out, args.papermill_args)
     if args.command == "run-real":

@@ -48,8 +48,10 @@ def data_tag(params) -> str:
 
     Every knob called ``source`` or ``*_source`` in any params section (``data.source``,
     ``data.nuclei_source``, ``inpainting.source``, ``nuclei.cross_source``, ...) that is neither
-    ``"phantom"`` nor empty names a real folder; the tag joins those folders' names with ``+`` in
-    section order (``"glomeruli_crops"``, ``"fluo_dsb+fluo_u2os"``). A non-empty tag sends the run's
+    ``"phantom"`` nor empty names a real folder; the tag joins those folders' names with ``+`` in the
+    order of their dotted keys (``data.*`` before ``inpainting.*`` before ``nuclei.*``:
+    ``"glomeruli_crops"``, ``"fluo_dsb+fluo_u2os"``), never in the order sections happen to be
+    registered, which depends on what a process imported first. A non-empty tag sends the run's
     results, models and prepared data under ``real/<tag>/`` (see :func:`results_dir`), so a real run
     never overwrites the phantom's committed results, and ``.gitignore`` admits only text there.
 
@@ -57,15 +59,15 @@ def data_tag(params) -> str:
         params: a :class:`histolib.config.Params` (anything with a ``resolved`` dict of sections).
     """
     names: list[str] = []
-    for section in params.resolved.values():
+    for name, section in sorted(params.resolved.items()):
         if not isinstance(section, dict):
             continue
-        for key, value in section.items():
+        for key, value in sorted(section.items()):
             if (key == "source" or key.endswith("_source")) and isinstance(value, str) \
                     and value not in ("", "phantom"):
-                name = Path(value.rstrip("/\\")).name or value
-                if name not in names:
-                    names.append(name)
+                folder = Path(value.rstrip("/\\")).name or value
+                if folder not in names:
+                    names.append(folder)
     return "+".join(names)
 
 

@@ -56,7 +56,7 @@ class Preset:
 
 
 PRESETS = {p.name: p for p in (
-    Preset("glomeruli_crops", ("01", "02", "04"),
+    Preset("glomeruli_crops", ("01", "02", "04", "06"),
            {"data.source": "{real}/glomeruli_crops", "inpainting.source": "{real}/glomeruli_crops"},
            "504 AIDPATH PAS glomerulus crops (16 slides, split by slide), labels.csv GS / nonGS"),
     Preset("fluo_dsb", ("05",),
@@ -231,11 +231,12 @@ COMPARED = {
     "04": (Compared("table3.csv", ("test", "trad. aug.", "class"), ("dice",)),
            Compared("table4.csv", ("test", "synthetic data"), ("dice",)),
            Compared("table5.csv", ("test", "model"), ("dice",))),
+    "06": (Compared("gains.csv", ("method", "budget"), ("Dice", "classical Dice", "gain (points)", "verdict")),),
     "05": (Compared("table1.csv", ("setting", "J"), ("AJI", "DICE", "faithfulness AJI (per replicate)")),
            # the cross-source test (nuclei.cross_source; the paper's own Table 1 setting): real runs only
            Compared("table1_cross.csv", ("setting", "J"), ("AJI", "DICE"))),
 }
-BINARY_GLOMERULI = ("01", "02")  # notebooks whose test split is the prepared binary glomerulus patches
+BINARY_GLOMERULI = ("01", "02", "06")  # notebooks whose test split is the prepared binary glomerulus patches
 
 
 def _read_csv(path: Path) -> list[dict]:

@@ -23,6 +23,14 @@ def test_data_tag_is_empty_for_the_phantom_and_names_real_folders():
     assert data_tag(P) == "fluo_dsb"
 
 
+def test_data_tag_does_not_depend_on_the_order_sections_were_registered():
+    """A notebook kernel imports its study first, so its sections are registered in another order than the
+    runner's; both must name the run alike (a real run once wrote half its files under each name)."""
+    P = load_params("smoke", {"nuclei.cross_source": "../x/fluo_u2os", "data.nuclei_source": "../x/fluo_dsb"})
+    shuffled = type("P", (), {"resolved": dict(reversed(list(P.resolved.items())))})()
+    assert data_tag(P) == data_tag(shuffled) == "fluo_dsb+fluo_u2os"
+
+
 def test_real_runs_write_beside_never_over_the_phantom(tmp_path, monkeypatch):
     monkeypatch.delenv("HISTOLIB_OUTPUT", raising=False)
     assert results_dir("01", tmp_path) == tmp_path / "results" / "01"

@@ -7,7 +7,7 @@
   condition.
 * :func:`ssim`, :func:`psnr`, :func:`mae`, :func:`image_similarity`: paired full-reference scores
   via scikit-image with pinned settings.
-* :func:`high_frequency_energy`: share of spectral power above a radial frequency (speckle, grain).
+* :func:`high_frequency_energy`: mean power above a radial frequency (speckle, grain).
 
 Every function takes NumPy arrays (or anything ``np.asarray`` accepts) and returns Python floats.
 """
@@ -187,39 +187,41 @@ def image_similarity(a, b) -> dict:
 
 
 def high_frequency_energy(images, cutoff: float = 0.25) -> float:
-    """Share of an image set's spectral power above a radial frequency: speckle and grain show here.
+    """Mean power of an image set above a radial frequency: speckle and grain show here.
 
-    For each image and channel, with the image mean removed and ``P(f) = |FFT(x)|^2`` over the 2D
-    frequency grid ``f = (f_y, f_x)`` in cycles per pixel,
+    For each image and channel ``x`` (scaled to ``[0, 1]`` when uint8, its mean removed), with
+    ``X = FFT(x)`` over the 2D frequency grid ``f = (f_y, f_x)`` in cycles per pixel and ``n = H W``,
 
-        HF = sum_{|f| > cutoff} P(f) / sum_{f != 0} P(f)
+        HF = (1 / n^2) sum_{|f| > cutoff} |X(f)|^2  =  mean_p x_hp(p)^2
 
-    averaged over images and channels. A generator that adds pixel noise raises it; one that blurs
-    lowers it. Compare a synthetic set with real patches of the same size as the ratio
-    ``high_frequency_energy(fake) / high_frequency_energy(real)`` (1 = real's share).
+    (Parseval): the mean square of the image's high-pass part ``x_hp = IFFT(X 1[|f| > cutoff])``,
+    averaged over images and channels. Pixel noise raises it, blur lowers it. Compare a synthetic set
+    with real patches of the same size as ``high_frequency_energy(fake) / high_frequency_energy(real)``
+    (1 = as much fine detail as real). A share of the total power would hide noise that comes with
+    more contrast overall, so the power is absolute.
 
     Args:
-        images: ``(N, H, W, C)`` or ``(N, H, W)`` array (any range; uint8 is read as is).
+        images: ``(N, H, W, C)`` or ``(N, H, W)`` array; uint8 is divided by 255, other types used as is.
         cutoff: radial frequency in cycles per pixel, in ``(0, 0.5)``; 0.25 = wavelengths under 4 px.
 
     Returns:
-        The mean share in ``[0, 1]``; images or channels that are constant count as 0.
+        The mean high-frequency power (in the input's units squared); 0 for constant images.
 
     Raises:
         ValueError: an empty set, a wrong shape or a cutoff outside ``(0, 0.5)``.
     """
-    x = np.asarray(images, dtype=np.float64)
+    arr = np.asarray(images)
+    x = arr.astype(np.float64) / (255.0 if arr.dtype == np.uint8 else 1.0)
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim != 4 or len(x) == 0 or min(x.shape[1:3]) < 4:
         raise ValueError(f"images must be a non-empty (N, H, W[, C]) stack of at least 4x4, got {x.shape}")
     if not 0.0 < cutoff < 0.5:
         raise ValueError(f"cutoff must lie in (0, 0.5) cycles per pixel, got {cutoff}")
+    n = x.shape[1] * x.shape[2]
     x = x - x.mean(axis=(1, 2), keepdims=True)
     power = np.abs(np.fft.fft2(x, axes=(1, 2))) ** 2
     fy = np.fft.fftfreq(x.shape[1])[:, None]
     fx = np.fft.fftfreq(x.shape[2])[None, :]
     high = (np.sqrt(fy ** 2 + fx ** 2) > cutoff)[None, :, :, None]
-    total = power.sum(axis=(1, 2))
-    share = np.where(total > 0, (power * high).sum(axis=(1, 2)) / np.where(total > 0, total, 1.0), 0.0)
-    return float(share.mean())
+    return float((power * high).sum(axis=(1, 2)).mean() / n ** 2)

@@ -352,8 +352,8 @@ def collapse_scores(generator, test: ConditionSet, variant: str, net: FeatureNet
     * ``sensitivity``: mean over pairs of ``d(G(x_i), G(x_j)) / d(x_i, x_j)`` on pixels, with ``x`` the
       variant's own input (the reciprocal of the ratio in Eq. 4); ``sensitivity_ratio`` divides by the
       same quantity for the real patches of the same pairs, so variants with different inputs compare.
-    * ``hf_energy_ratio``: the outputs' share of spectral power above 0.25 cycles per pixel over the
-      real test patches' (:func:`~histolib.metrics.image.high_frequency_energy`; speckle raises it).
+    * ``hf_energy_ratio``: the outputs' mean power above 0.25 cycles per pixel over the real test
+      patches' (:func:`~histolib.metrics.image.high_frequency_energy`; speckle raises it, blur lowers it).
 
     Args:
         generator: a trained Pix2Pix generator.

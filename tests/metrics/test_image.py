@@ -81,17 +81,19 @@ def test_high_frequency_energy_of_hand_made_patterns():
 
     yy, xx = np.mgrid[:16, :16]
     slow = np.cos(2 * np.pi * xx / 16)      # 1/16 cycles per pixel: all power below the cutoff
-    fast = np.cos(np.pi * xx)               # 0.5 cycles per pixel (checkerboard columns): all above
+    fast = np.cos(np.pi * xx)               # 0.5 cycles per pixel (alternating columns): all above
     assert high_frequency_energy(slow[None]) == pytest.approx(0.0, abs=1e-12)
-    assert high_frequency_energy(fast[None]) == pytest.approx(1.0)
-    # Parseval: the +-1 columns have mean square 1, the slow cosine 1/2, so 2/3 of the power is high;
-    # constant images count 0; channels and images are averaged
-    assert high_frequency_energy((slow + fast)[None]) == pytest.approx(2 / 3)
+    assert high_frequency_energy(fast[None]) == pytest.approx(1.0)      # mean square of +-1
+    assert high_frequency_energy((slow + fast)[None]) == pytest.approx(1.0)  # the slow part filtered out
+    assert high_frequency_energy(0.5 * fast[None]) == pytest.approx(0.25)  # power: amplitude squared
+    # channels and images averaged; constant images count 0
     both = np.stack([np.stack([slow, fast], -1), np.zeros((16, 16, 2))])
     assert high_frequency_energy(both) == pytest.approx(0.25)
-    # white noise has ~ the area share of |f| > 0.25 (1 - pi/16 ~ 0.80)
+    # uint8 is read in [0, 1]: the +-1 columns as 0 / 255 have amplitude 1/2
+    assert high_frequency_energy(((fast[None] + 1) * 127.5).astype(np.uint8)) == pytest.approx(0.25, rel=1e-3)
+    # white noise of variance 1: the area share of |f| > 0.25 (1 - pi/16 ~ 0.80)
     noise = np.random.default_rng(0).normal(size=(8, 64, 64))
-    assert high_frequency_energy(noise) == pytest.approx(1 - np.pi * 0.25 ** 2, abs=0.02)
+    assert high_frequency_energy(noise) == pytest.approx(1 - np.pi * 0.25 ** 2, abs=0.03)
 
 
 @pytest.mark.parametrize("bad, match", [(np.zeros((0, 8, 8)), "non-empty"), (np.zeros((8, 8)), "non-empty")])
