@@ -542,11 +542,47 @@ def read_calibration(path: str | os.PathLike) -> dict:
     return record
 
 
+PHANTOM_FEATURES = ("hematoxylin_angle_deg", "second_angle_deg", "hematoxylin_conc_p50", "second_conc_p50",
+                    "sharpness")
+
+
+def phantom_calibration(calibration: str | os.PathLike | dict, spread: float = 1.25, structure: bool = True):
+    """The phantom's calibrated mode from a calibration JSON (or the dict :func:`read_calibration` returns).
+
+    Reads the real per-image distributions the phantom samples per slide (:data:`PHANTOM_FEATURES`: stain
+    vector angles, median stain concentrations, sharpness; each as ``(p5, median, p95)``) and the median
+    stain vectors (``derived.stain_vectors``). Bright-field kinds only.
+
+    Returns:
+        :class:`histolib.data.phantom.PhantomCalibration` (``spread``: domain randomisation width, see there).
+
+    Raises:
+        DataError: unreadable file, a fluorescence calibration, or one without stain vectors (named).
+    """
+    from histolib.data.phantom import PhantomCalibration
+
+    record = calibration if isinstance(calibration, dict) else read_calibration(calibration)
+    name = record.get("source", str(calibration) if not isinstance(calibration, dict) else "")
+    if record.get("kind") not in ("pas", "he"):
+        raise DataError(f"{name}: the phantom can be calibrated on a bright-field set (pas or he), not "
+                        f"{record.get('kind')!r}")
+    vectors = (record.get("derived") or {}).get("stain_vectors")
+    if not vectors or len(vectors) != 2:
+        raise DataError(f"{name}: calibration has no derived.stain_vectors; re-run histolib calibrate-phantom")
+    q = {}
+    for k in PHANTOM_FEATURES:
+        f = record["features"].get(k)
+        if f and all(np.isfinite([f["p5"], f["median"], f["p95"]])):
+            q[k] = (float(f["p5"]), float(f["median"]), float(f["p95"]))
+    return PhantomCalibration(stain=record["kind"], quantiles=q, stain_vectors=tuple(map(tuple, vectors)),
+                              spread=float(spread), structure=bool(structure), source=name)
+
+
 # --------------------------------------------------------------------------------------------
 # The phantom, measured the same way
 # --------------------------------------------------------------------------------------------
 
-def phantom_images(kind: str, n: int, scale: dict | None = None, seed: int = 0):
+def phantom_images(kind: str, n: int, scale: dict | None = None, seed: int = 0, calibration=None):
     """``n`` phantom images of ``kind`` with their masks, at a real set's scale.
 
     Args:
@@ -557,6 +593,8 @@ def phantom_images(kind: str, n: int, scale: dict | None = None, seed: int = 0):
             default 224 px and 0.6) or ``nucleus_diameter_px`` (nuclei; default 14, clipped to [2, 128];
             field side ``clip(16 d, 256, 512)``).
         seed: item ``i`` uses seed ``seed * 100_003 + i``.
+        calibration: ``None`` (the default phantom) or a :class:`histolib.data.phantom.PhantomCalibration`
+            (:func:`phantom_calibration`): the calibrated mode; ``pas`` and ``he`` glomerulus patches only.
 
     Returns:
         ``(images, masks)``: lists of ``(S, S, 3)`` uint8 and ``(S, S)`` masks.
@@ -564,6 +602,8 @@ def phantom_images(kind: str, n: int, scale: dict | None = None, seed: int = 0):
     from histolib.data import phantom
 
     _check_kind(kind)
+    if calibration is not None and kind == "fluorescence":
+        raise DataError("the calibrated phantom mode applies to bright-field glomerulus patches, not fluorescence")
     scale = scale or {}
     images, masks = [], []
     for i in range(int(n)):
@@ -571,7 +611,8 @@ def phantom_images(kind: str, n: int, scale: dict | None = None, seed: int = 0):
         if kind == "pas":
             side = int(round(scale.get("image_side_px", 224)))
             f = float(np.clip(scale.get("glomerulus_fill", 0.6), 0.1, 1.0))
-            t = phantom.glomerulus_patch(s, size=side, stain="pas", sclerosed=i % 5 == 0, fill=(f, f))
+            t = phantom.glomerulus_patch(s, size=side, stain="pas", sclerosed=i % 5 == 0, fill=(f, f),
+                                         calibration=calibration)
             images.append(t.image)
             masks.append((t.glomeruli == 1).astype(np.uint8))
         else:
@@ -593,43 +634,57 @@ def measure_images(images, masks, kind: str, source: str, progress: bool = False
     return Measurement(kind, table, summarize_features(table), source, len(rows), f"all {len(rows)} images", [])
 
 
-def measure_phantom(kind: str, n: int, scale: dict | None = None, seed: int = 0, progress: bool = False
-                    ) -> Measurement:
-    """The phantom measured like a real folder, at the real set's scale (:func:`phantom_images`)."""
-    images, masks = phantom_images(kind, n, scale, seed)
+def measure_phantom(kind: str, n: int, scale: dict | None = None, seed: int = 0, progress: bool = False,
+                    calibration=None) -> Measurement:
+    """The phantom measured like a real folder, at the real set's scale (:func:`phantom_images`); with
+    ``calibration`` its calibrated mode."""
+    images, masks = phantom_images(kind, n, scale, seed, calibration)
     desc = ", ".join(f"{k} {v}" for k, v in (scale or {}).items() if k != "stain_vectors")
-    return measure_images(images, masks, kind, f"phantom ({kind}{', ' + desc if desc else ''}; seed {seed})",
+    mode = f"; calibrated on {calibration.source}" if calibration is not None else ""
+    return measure_images(images, masks, kind, f"phantom ({kind}{', ' + desc if desc else ''}; seed {seed}{mode})",
                           progress)
 
 
 def calibrate(folder: str | os.PathLike, kind: str | None = None, out: str | os.PathLike | None = None,
               limit: int | None = None, seed: int = 0, phantom_out: str | os.PathLike | None = None,
-              n_phantom: int = 32, progress: bool = True) -> dict[str, Path]:
+              n_phantom: int = 32, progress: bool = True, phantom_calibration_json: str | os.PathLike | None = None
+              ) -> dict[str, Path]:
     """Measure a real folder and write its calibration JSON; optionally the phantom's at the same scale.
 
     Args:
-        folder: the real folder (plain layout).
+        folder: the real folder (plain layout), or a calibration JSON already written for it: then the real
+            set is not measured again (nothing is written for it) and only the phantom is measured, at the
+            scale the JSON records.
         kind: ``pas``, ``he``, ``fluorescence`` or ``None`` (guessed).
         out: the JSON to write (default ``calibration/<folder name>.json`` under the study root).
         limit, seed: subsample of :func:`measure_folder`.
         phantom_out: when given, also measure ``n_phantom`` phantom images at the real scale and write them.
         progress: tqdm bars.
+        phantom_calibration_json: measure the phantom's calibrated mode, calibrated on this JSON
+            (:func:`phantom_calibration`), instead of the default phantom.
 
     Returns:
-        ``{"real": path}`` and, with ``phantom_out``, ``{"phantom": path}``.
+        ``{"real": path}`` (unless ``folder`` is a JSON) and, with ``phantom_out``, ``{"phantom": path}``.
     """
     from histolib.paths import project_root
 
     folder = Path(folder)
-    m = measure_folder(folder, kind, limit, seed, progress)
-    out = Path(out) if out else project_root() / "calibration" / f"{folder.name}.json"
-    paths = {"real": write_calibration(m, out, {"subsample_seed": seed})}
+    cal = phantom_calibration(phantom_calibration_json) if phantom_calibration_json else None
+    if folder.is_file() and folder.suffix == ".json":  # an existing calibration: the phantom only
+        record = read_calibration(folder)
+        real_kind, scale, name, paths = record["kind"], record.get("derived") or {}, record.get("source", ""), {}
+    else:
+        m = measure_folder(folder, kind, limit, seed, progress)
+        out = Path(out) if out else project_root() / "calibration" / f"{folder.name}.json"
+        paths = {"real": write_calibration(m, out, {"subsample_seed": seed})}
+        real_kind, scale, name = m.kind, derived_parameters(m.summary, m.kind), folder.name
     if phantom_out:
-        scale = derived_parameters(m.summary, m.kind)
-        ph = measure_phantom(m.kind, n_phantom, scale, seed, progress)
-        paths["phantom"] = write_calibration(ph, phantom_out, {"calibrated_against": folder.name,
-                                                               "scale": {k: v for k, v in scale.items()
-                                                                         if k != "stain_vectors"}})
+        ph = measure_phantom(real_kind, n_phantom, scale, seed, progress, calibration=cal)
+        extra = {"calibrated_against": name, "scale": {k: v for k, v in scale.items() if k != "stain_vectors"}}
+        if cal is not None:
+            extra["phantom_mode"] = {"calibration": str(phantom_calibration_json), "spread": cal.spread,
+                                     "structure": cal.structure}
+        paths["phantom"] = write_calibration(ph, phantom_out, extra)
     return paths
 
 

@@ -10,11 +10,14 @@ Examples::
     histolib run-real 01 02 04 05           # the notebooks on ../shared/data/real (histolib.realruns)
     histolib plots                          # dvc.yaml's plots for offline reading: results/plots/ (`make plots`)
     histolib calibrate-phantom ../shared/data/real/glomeruli_crops --kind pas --phantom-out calibration/phantom/x.json
+    histolib calibrate-phantom calibration/x.json --phantom-out calibration/phantom/x_cal.json --phantom-calibration \
+calibration/x.json
     histolib readme-results                 # README's scorecard section from results/*/metrics.json (`make readme`)
 
 ``calibrate-phantom`` measures a real folder (``images/``, optional ``masks/``) feature by feature and writes
 the summary numbers (median, 5th/95th percentile, n; never pixels) to ``calibration/<folder>.json``
-(:mod:`histolib.calibration`).
+(:mod:`histolib.calibration`). Given a calibration JSON instead of a folder, it measures only the phantom
+at the scale that JSON records (with ``--phantom-calibration``: the calibrated phantom, ``data.calibration``).
 ``build-data`` prints one line per skipped file with its reason (also listed in the manifest).
 ``run-notebook`` runs papermill into ``OUT.partial.ipynb`` and renames it to ``OUT`` only when every cell
 finished, so a failed or killed run never leaves a finished-looking notebook under ``results/``.
@@ -163,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--seed", type=int, default=0, help="seed of the subset and of the phantom (default 0)")
     c.add_argument("--phantom-out", help="also measure the phantom at the folder's scale and write it here")
     c.add_argument("--n-phantom", type=int, default=32, help="phantom images for --phantom-out (default 32)")
+    c.add_argument("--phantom-calibration", metavar="JSON", help="measure the phantom's calibrated mode "
+                   "(data.calibration) calibrated on this JSON instead of the default phantom")
     rm = sub.add_parser("readme-results", help="rewrite README.md's scorecard section from the claims in "
                         "results/*/metrics.json (histolib.studies.scorecard)")
     rm.add_argument("--check", action="store_true", help="only check the section is current (exit 1 if not)")
@@ -208,7 +213,8 @@ def _calibrate(args) -> int:
         return 2
     try:
         t0 = time.perf_counter()
-        paths = calibrate(args.folder, args.kind, args.out, args.limit, args.seed, args.phantom_out, args.n_phantom)
+        paths = calibrate(args.folder, args.kind, args.out, args.limit, args.seed, args.phantom_out, args.n_phantom,
+                          phantom_calibration_json=args.phantom_calibration)
     except HistolibError as e:
         print(f"histolib: error: {e}", file=sys.stderr)
         return 2

@@ -111,8 +111,33 @@ def _hash_folder(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def phantom_calibration_of(P, root: Path | None = None):
+    """The calibration the phantom renders with: ``None`` for ``data.calibration: none`` (the default phantom),
+    else the :class:`histolib.data.phantom.PhantomCalibration` read from that JSON (relative to ``root``, the
+    project root by default) by :func:`histolib.calibration.phantom_calibration`.
+
+    Raises:
+        DataError: the file is missing or unreadable, or its kind is not ``data.stain`` (named).
+    """
+    c = P.data.calibration
+    if c in ("none", ""):
+        return None
+    from histolib.calibration import phantom_calibration
+    from histolib.paths import project_root
+
+    path = Path(c) if Path(c).is_absolute() else Path(root or project_root()) / c
+    if not path.is_file():
+        raise DataError(f"data.calibration: {c!r} not found (looked for {path}); 'none' or a calibration JSON "
+                        "written by histolib calibrate-phantom")
+    cal = phantom_calibration(path)
+    if cal.stain != P.data.stain:
+        raise DataError(f"data.calibration: {c} is a {cal.stain!r} calibration but data.stain is {P.data.stain!r}")
+    return cal
+
+
 def _phantom_glomeruli(P, seed: int) -> dict[str, dict]:
     d = P.data
+    cal = phantom_calibration_of(P)
     counts = {"gan": d.n_gan, "train": d.n_train, "val": d.n_val, "test": d.n_test}
     out = {}
     for split, n in counts.items():
@@ -121,7 +146,7 @@ def _phantom_glomeruli(P, seed: int) -> dict[str, dict]:
             s = item_seed(seed, "glomeruli", split, i)
             sclerosed = bool(np.random.default_rng(s).random() < d.sclerosed_fraction)
             tile = phantom.glomerulus_patch(s, size=d.patch_size, stain=d.stain, sclerosed=sclerosed,
-                                            fill=tuple(d.fill))
+                                            fill=tuple(d.fill), calibration=cal)
             centre = tile.glomeruli[d.patch_size // 2, d.patch_size // 2]
             # The mask is the centred glomerulus plus any neighbour cut by the border: all glomerulus pixels.
             images.append(tile.image)
@@ -183,6 +208,7 @@ def _real_glomeruli(P, seed: int, root: Path) -> tuple[dict[str, dict], list, li
 def _phantom_tiles(P, seed: int) -> tuple[dict, dict, dict]:
     """Tissue tiles -> inpainting (3-class) masks, compartment masks, and sclerosed-centred crops."""
     d = P.data
+    cal = phantom_calibration_of(P)
     inpaint, comp, crops = {}, {}, {}
     half = d.crop_size // 2
     for split, n in zip(("train", "val", "test"), d.n_tiles, strict=True):
@@ -193,7 +219,7 @@ def _phantom_tiles(P, seed: int) -> tuple[dict, dict, dict]:
             s = item_seed(seed, "tiles", split, i)
             t = phantom.render_tile(s, size=(d.tile_size, d.tile_size), stain=d.stain,
                                     glomerulus_diameter=d.glomerulus_diameter,
-                                    sclerosed_fraction=d.sclerosed_fraction)
+                                    sclerosed_fraction=d.sclerosed_fraction, calibration=cal)
             cls = np.zeros(t.glomeruli.shape, np.uint8)
             for gid, kind in t.glomerulus_class.items():
                 cls[t.glomeruli == gid] = 2 if kind == "sclerosed" else 1

@@ -40,7 +40,7 @@ give byte-identical arrays on the same numpy version.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
@@ -50,7 +50,8 @@ from histolib.errors import ParamError
 from histolib.ops.stain import concentrations_to_intensity, jitter_stain_matrix, stain_matrix
 
 __all__ = [
-    "COMPARTMENTS", "GLOMERULUS_CLASSES", "PhantomTile", "render_tile", "glomerulus_patch", "nuclei_field",
+    "COMPARTMENTS", "GLOMERULUS_CLASSES", "PhantomTile", "PhantomCalibration", "render_tile", "glomerulus_patch",
+    "nuclei_field", "sample_quantiles",
 ]
 
 COMPARTMENTS = ("background", "tubulointerstitium", "glomerulus", "arteriole", "artery")
@@ -70,6 +71,8 @@ class PhantomTile:
         glomerulus_class: instance id -> "normal" | "sclerosed" (one entry per id present).
         nuclei: ``(H, W)`` uint16 nucleus instance ids, 0 = none, ids consecutive from 1.
         stain: "pas" | "he" (and "fluorescence" for :func:`nuclei_field` with that style).
+        slide: the per-slide parameters drawn in calibrated mode (``stain_matrix`` ``(2, 3)``, stain
+            ``gains``, ``blur_px``); empty for the default phantom.
     """
 
     image: np.ndarray
@@ -78,6 +81,37 @@ class PhantomTile:
     glomerulus_class: dict[int, str]
     nuclei: np.ndarray
     stain: str
+    slide: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PhantomCalibration:
+    """The calibrated ("realistic") phantom mode: per-slide distributions measured on real slides.
+
+    Built from a calibration JSON by :func:`histolib.calibration.phantom_calibration` (the one reader);
+    passing ``None`` instead anywhere renders today's default phantom bit for bit.
+
+    Attributes:
+        stain: the stain the real set shows ("pas" or "he"); must equal the rendered stain.
+        quantiles: feature -> ``(p5, median, p95)`` of the real per-image distribution; the keys read are
+            ``hematoxylin_angle_deg``, ``second_angle_deg``, ``hematoxylin_conc_p50``, ``second_conc_p50``
+            and ``sharpness`` (absent keys fall back to the default phantom's draw of that quantity).
+        stain_vectors: median real ``(hematoxylin, second)`` OD unit vectors, ``(2, 3)``.
+        spread: domain randomisation: every per-slide quantity is drawn from a split normal whose 5th,
+            50th and 95th percentiles are the real ones when ``spread == 1``; ``spread > 1`` widens it
+            (z-scores are multiplied by ``spread``, then clipped to +-3), covering the real range with a
+            margin. Default 1.25.
+        structure: also draw the realistic structures (irregular crowded tubules, dense nuclei, capillaries
+            and red cells in a fibrous interstitium, glomerular tufts with white lumina and urinary space).
+        source: name of the real set (for records).
+    """
+
+    stain: str
+    quantiles: dict
+    stain_vectors: tuple
+    spread: float = 1.25
+    structure: bool = True
+    source: str = ""
 
 
 # --------------------------------------------------------------------------------------------
@@ -132,6 +166,93 @@ _MATERIALS = {
 }
 
 
+# Calibrated mode (PhantomCalibration with structure=True): real lumina, urinary space and capillary
+# lumina are white (HSV S < 0.1 even at the slide's darkest stain), so these materials carry almost no
+# stain; the default's pinkish lumina (S ~0.06-0.10, above 0.1 after the stain gain) are why the
+# saturation texture mask marked ~95 % of the default phantom's glomerulus pixels at 64 px.
+# Mesangium and tubular cytoplasm are lighter and pinker, as in the real crops (mean glomerulus HSV S ~0.33).
+_MATERIALS_REAL = {
+    "pas": {"lumen": (0.02, 0.03), "urinary": (0.012, 0.018), "caplumen": (0.02, 0.03),
+            "mesangium": (0.30, 0.66), "interstitium": (0.12, 0.30), "prox": (0.20, 0.58),
+            "distal": (0.20, 0.44), "collecting": (0.17, 0.34), "capwall": (0.22, 0.70)},
+    "he": {"lumen": (0.01, 0.02), "urinary": (0.008, 0.012), "caplumen": (0.01, 0.02), "capwall": (0.10, 0.80)},
+}
+# Calibrated mode: per-slide amounts are (sampled concentration / real median) times these base factors,
+# set so that the calibrated phantom's median tissue concentrations approach the real medians
+# (calibration/phantom/glomeruli_crops_calibrated.json against calibration/glomeruli_crops.json: with
+# factors 1 the medians were 0.28 / 0.73 against the real 0.23 / 0.48; H&E not measured yet: 1).
+_CAL_BASE_GAIN = {"pas": (0.8, 0.66), "he": (1.0, 1.0)}
+# Calibrated mode: the optical blur is the default's draw times this and the per-slide focus ratio (median
+# sharpness at the real crops' scale: 0.25 with 1, 0.70 with 0.7, against the real 0.41).
+_CAL_BLUR_BASE = 0.85
+# copula correlation of the two stain amounts: section thickness scales both, staining time each one
+_THICKNESS_CORR = 0.5
+
+
+def sample_quantiles(rng: np.random.Generator, q, spread: float = 1.0, z: float | None = None) -> float:
+    """One draw from the split normal with 5th, 50th and 95th percentiles ``q = (p5, median, p95)``.
+
+    ``x = median + z / 1.645 * (p95 - median)`` for ``z >= 0`` and ``median + z / 1.645 * (median - p5)``
+    below, with ``z ~ N(0, spread^2)`` clipped to ``[-3, 3]`` (``z`` may be passed, e.g. correlated draws).
+    ``spread = 1`` reproduces the three percentiles; larger values randomise beyond them.
+    """
+    p5, m, p95 = (float(v) for v in q)
+    if z is None:
+        z = rng.normal(0.0, 1.0)
+    z = float(np.clip(z * spread, -3.0, 3.0))
+    return m + z / 1.645 * ((p95 - m) if z >= 0 else (m - p5))
+
+
+def _rotate_towards_random(v: np.ndarray, angle_deg: float, rng) -> np.ndarray:
+    """Unit vector at ``angle_deg`` from unit ``v`` in a random direction, kept in the positive octant."""
+    d = rng.normal(0.0, 1.0, 3)
+    d -= d @ v * v
+    d /= max(np.linalg.norm(d), 1e-12)
+    a = np.deg2rad(angle_deg)
+    w = np.abs(np.cos(a) * v + np.sin(a) * d)
+    return w / np.linalg.norm(w)
+
+
+def _slide_parameters(rng: np.random.Generator, cal: PhantomCalibration, stain: str) -> dict:
+    """Per-slide stain matrix, stain gains and blur ratio drawn from the real distribution (calibrated mode).
+
+    Stain vectors: the real median vectors, each turned in a random direction by an angle from a half
+    normal whose 90th percentile is the real 5th-95th percentile width of that stain's angle to the
+    reference (``*_angle_deg``; times ``spread``); two vectors closer than 8 degrees fall back to the medians. Amounts: the real distributions of the
+    median tissue concentrations (``*_conc_p50``) through a Gaussian copula with correlation
+    ``_THICKNESS_CORR`` (section thickness scales both stains); the gain is ``draw / real median`` times
+    ``_CAL_BASE_GAIN``. Focus: a draw ``s`` of the real ``sharpness`` gives the blur ratio
+    ``sqrt(median / s)`` (clipped to [0.5, 4]) applied to the default optical blur.
+    """
+    q, sp = cal.quantiles, cal.spread
+    vec = np.asarray(cal.stain_vectors, np.float64)
+    vec = vec / np.linalg.norm(vec, axis=1, keepdims=True)
+    M = vec.copy()
+    for k, key in enumerate(("hematoxylin_angle_deg", "second_angle_deg")):
+        if key in q:
+            p5, m, p95 = q[key]
+            # the angle to the reference is a magnitude; draw it around the real median's own deviation
+            ang = max(0.0, sample_quantiles(rng, (0.0, 0.0, p95 - p5), sp, z=abs(rng.normal())))
+            M[k] = _rotate_towards_random(vec[k], ang, rng)
+    if np.rad2deg(np.arccos(np.clip(M[0] @ M[1], -1, 1))) < 8.0:  # keep the two stains separable
+        M = vec
+    zt = rng.normal()
+    zs = rng.normal(size=2)
+    r = np.sqrt(_THICKNESS_CORR)
+    gains = []
+    for k, key in enumerate(("hematoxylin_conc_p50", "second_conc_p50")):
+        if key in q:
+            g = sample_quantiles(rng, q[key], sp, z=r * zt + np.sqrt(1 - r * r) * zs[k]) / q[key][1]
+        else:
+            g = float(np.exp(rng.normal(0, 0.2)))
+        gains.append(max(0.2, g) * _CAL_BASE_GAIN[stain][k])
+    ratio = 1.0
+    if "sharpness" in q:
+        s = sample_quantiles(rng, q["sharpness"], sp)
+        ratio = float(np.clip(np.sqrt(q["sharpness"][1] / max(s, 1e-3)), 0.5, 4.0))
+    return {"stain_matrix": M, "gains": tuple(gains), "blur_ratio": ratio}
+
+
 # --------------------------------------------------------------------------------------------
 # Argument validation
 
@@ -159,6 +280,17 @@ def _check_size(size, name="size", lo=16, hi=8192) -> tuple[int, int]:
     if not ok or not (lo <= h <= hi and lo <= w <= hi):
         raise ParamError(f"{name} must be integers in [{lo}, {hi}], got {size!r}")
     return h, w
+
+
+def _check_calibration(cal, stain):
+    if cal is None:
+        return None
+    if not isinstance(cal, PhantomCalibration):
+        raise ParamError(f"calibration must be None or a PhantomCalibration "
+                         f"(histolib.calibration.phantom_calibration), got {type(cal).__name__}")
+    if cal.stain != stain:
+        raise ParamError(f"calibration is of a {cal.stain!r} set ({cal.source or 'unnamed'}) but stain is {stain!r}")
+    return cal
 
 
 def _check_float(value, name, lo, hi, lo_open=False) -> float:
@@ -367,11 +499,13 @@ class _Nuclei:
 class _Scene:
     """Stain-concentration canvas plus label maps at render resolution (hi-res px)."""
 
-    def __init__(self, rng, shape, stain, d_glom, d_nuc, ss):
+    def __init__(self, rng, shape, stain, d_glom, d_nuc, ss, cal: PhantomCalibration | None = None):
         self.rng = rng
         self.shape = shape
         self.stain = stain
-        self.mat = _MATERIALS[stain]
+        self.cal = cal
+        self.real = cal is not None and cal.structure  # draw the realistic structures
+        self.mat = {**_MATERIALS[stain], **_MATERIALS_REAL[stain]} if self.real else _MATERIALS[stain]
         self.D = d_glom
         self.nd = d_nuc
         self.ss = ss
@@ -459,7 +593,15 @@ def _sample_points(rng, sl, n):
 
 
 def _draw_tubulointerstitium(sc: _Scene):
+    """Tubules in a Voronoi partition with interstitium between them (every pixel is compartment 1).
+
+    Calibrated mode (``sc.real``) in addition: the partition is domain-warped (irregular, non-convex
+    tubules), tubules fill their cells (crowded, thin interstitium), the epithelium's thickness varies
+    along the wall and a third of the lumina are collapsed, epithelial nuclei are about 2.5 times denser,
+    and the pale, fibrous interstitium holds peritubular capillaries with red cells (:func:`_draw_capillaries`).
+    """
     rng, (H, W), D, nd = sc.rng, sc.shape, sc.D, sc.nd
+    real = sc.real
     cell = D * rng.uniform(0.26, 0.34)
     stretch = rng.uniform(1.0, 1.5) if rng.random() < 0.6 else 1.0
     ang = rng.uniform(0, np.pi)
@@ -469,22 +611,39 @@ def _draw_tubulointerstitium(sc: _Scene):
     u = (xx * c + yy * s) / np.float32(stretch)
     v = -xx * s + yy * c
     u, v = np.broadcast_arrays(u, v)
+    if real:  # irregular, non-convex tubules: warp the coordinates the Voronoi cells are built on
+        amp = np.float32(cell * rng.uniform(0.18, 0.3))
+        v = v + _value_noise(rng, (H, W), 0.55 * cell) * amp
+        u = u + _value_noise(rng, (H, W), 0.55 * cell) * amp
     d1, edge, idx, ncell = _worley_fast(rng, v, u, cell)
 
     kind = rng.choice(4, size=ncell, p=[0.55, 0.27, 0.10, 0.08])  # prox, distal, collecting, none
-    rad = (cell * rng.uniform(0.40, 0.60, ncell)).astype(np.float32)
+    rad = (cell * (rng.uniform(0.6, 0.85, ncell) if real else rng.uniform(0.40, 0.60, ncell))).astype(np.float32)
     rad[kind == 3] = -1.0
     ep = rad * np.where(kind == 0, rng.uniform(0.45, 0.85, ncell), rng.uniform(0.28, 0.5, ncell))
+    if real:
+        ep = np.where(rng.random(ncell) < 0.33, rad * 1.2, ep)  # collapsed lumen
     ep = ep.astype(np.float32)
     cgain = rng.uniform(0.85, 1.15, ncell).astype(np.float32)
-    half_gap = np.float32(0.03 * cell + 0.4 * sc.ss) * (1 + 0.5 * sc.low)
+    if real:  # crowded: a thin interstitium, wider in places
+        half_gap = np.float32(0.012 * cell + 0.3 * sc.ss) * np.clip(1 + 1.2 * sc.low, 0.4, None)
+    else:
+        half_gap = np.float32(0.03 * cell + 0.4 * sc.ss) * (1 + 0.5 * sc.low)
     t = np.minimum(edge - half_gap, rad.take(idx) - d1)  # depth inside the tubule, px
     sc.t_tubule = t
 
     m = sc.mat
     tex = 1 + 0.25 * sc.med + 0.15 * sc.fine
     sc.h[:] = m["interstitium"][0] * tex
-    sc.p[:] = m["interstitium"][1] * (1 + 0.3 * sc.med + 0.2 * sc.fine)
+    if real:  # pale, fibrous: streaks along a random direction
+        fa = rng.uniform(0, np.pi)
+        along = (xx * np.float32(np.cos(fa)) + yy * np.float32(np.sin(fa))) / np.float32(3.0 * nd)
+        across = (-xx * np.float32(np.sin(fa)) + yy * np.float32(np.cos(fa))) / np.float32(0.3 * nd)
+        lat = _smoothed_lattice(rng, 64, 256)
+        streak = _interp_lattice(lat, across + np.float32(rng.uniform(0, 64)), along + np.float32(rng.uniform(0, 256)))
+        sc.p[:] = m["interstitium"][1] * np.clip(1 + 0.45 * streak + 0.2 * sc.med + 0.15 * sc.fine, 0.2, None)
+    else:
+        sc.p[:] = m["interstitium"][1] * (1 + 0.3 * sc.med + 0.2 * sc.fine)
 
     names = ("prox", "distal", "collecting", "interstitium")
     th = np.array([m[k][0] for k in names], np.float32)[kind] * cgain
@@ -496,7 +655,11 @@ def _draw_tubulointerstitium(sc: _Scene):
     sc.p += tub * (tp.take(idx) * gran - sc.p)
 
     ep_px = ep.take(idx)
-    tl = t - ep_px * (1 + 0.35 * sc.med)
+    if real:  # wall thickness varies along the tubule
+        wall = np.clip(1 + 0.5 * _value_noise(rng, (H, W), 0.3 * cell), 0.35, None)
+        tl = t - ep_px * wall
+    else:
+        tl = t - ep_px * (1 + 0.35 * sc.med)
     lum = np.clip(tl + 0.5, 0, 1) * (k_idx != 3)
     bb = max(0.8 * sc.ss, 0.012 * D)
     brush = _ridge(tl, -bb / 2, bb / 2) * (k_idx == 0) * (1 + 0.3 * sc.fine).clip(0, None)
@@ -506,23 +669,26 @@ def _draw_tubulointerstitium(sc: _Scene):
     tbm = _ridge(t, bw / 2, bw / 2) * (k_idx != 3)
     sc.paint(np.s_[:, :], tbm, "tbm", gain=1.0)
 
-    # epithelial nuclei: a ring in the epithelium band
-    n_c = int(H * W / nd**2 * 1.4)
+    # epithelial nuclei: a ring in the epithelium band (calibrated: the whole epithelium, crowded)
+    n_c = int(H * W / nd**2 * (3.5 if real else 1.4))
     ys, xs = _sample_points(rng, (slice(0, H), slice(0, W)), n_c)
     iy, ix = ys.astype(np.intp), xs.astype(np.intp)
     tt, ee, kk = t[iy, ix], ep_px[iy, ix], k_idx[iy, ix]
-    ok = (kk != 3) & (tt > bw + 0.42 * nd) & (tt < np.maximum(ee - 0.15 * nd, bw + 0.5 * nd))
+    if real:
+        ok = (kk != 3) & (tt > bw + 0.4 * nd) & (tl[iy, ix] < -0.3 * nd)
+    else:
+        ok = (kk != 3) & (tt > bw + 0.42 * nd) & (tt < np.maximum(ee - 0.15 * nd, bw + 0.5 * nd))
     ys, xs = ys[ok], xs[ok]
     n = len(ys)
-    ra = nd / 2 * rng.uniform(0.85, 1.12, n)
+    ra = nd / 2 * (rng.uniform(0.75, 1.2, n) if real else rng.uniform(0.85, 1.12, n))
     rb = ra * rng.uniform(0.72, 1.0, n)
-    keep = _greedy_hardcore(ys, xs, ra, 1.05, rng)
+    keep = _greedy_hardcore(ys, xs, ra, 0.85 if real else 1.05, rng)
     n = len(keep)
     sc.nuclei.add(ys[keep], xs[keep], ra[keep], rb[keep], rng.uniform(0, np.pi, n),
-                  rng.uniform(0.8, 1.05, n), rng.uniform(0.0, 0.08, n), 1)
+                  rng.uniform(0.65, 1.1, n) if real else rng.uniform(0.8, 1.05, n), rng.uniform(0.0, 0.08, n), 1)
 
     # interstitial nuclei: fibroblasts (elongated), lymphocytes (small, round, dark)
-    n_c = int(H * W / nd**2 * 0.35)
+    n_c = int(H * W / nd**2 * (0.6 if real else 0.35))
     ys, xs = _sample_points(rng, (slice(0, H), slice(0, W)), n_c)
     ok = t[ys.astype(np.intp), xs.astype(np.intp)] < -0.2 * nd
     ys, xs = ys[ok], xs[ok]
@@ -533,6 +699,55 @@ def _draw_tubulointerstitium(sc: _Scene):
     keep = _greedy_hardcore(ys, xs, ra, 1.1, rng)
     sc.nuclei.add(ys[keep], xs[keep], ra[keep], rb[keep], rng.uniform(0, np.pi, len(keep)),
                   np.where(lymph[keep], 1.35, 1.1), 0.05, 1)
+    if real:
+        _draw_capillaries(sc, t, cell)
+
+
+def _draw_capillaries(sc: _Scene, t: np.ndarray, cell: float) -> np.ndarray:
+    """Peritubular capillaries in the interstitium (calibrated mode): small elliptical lumina with a thin
+    PAS-positive wall, most filled with red cells, some with a flattened endothelial nucleus.
+
+    About one candidate per tubule cell (``cell`` px); centres lie where the interstitium is at least ``0.25 nd`` from a tubule (``t < -0.25 nd``); a
+    capillary squeezed between tubules may overlap their edge. Compartments are untouched (everything
+    here is tubulointerstitium, label 1); red cells are not nuclei.
+
+    Returns:
+        ``(n, 6)`` rows ``(y, x, ra, rb, angle, filled)`` of the capillaries drawn (lumen semi-axes in px).
+    """
+    rng, (H, W), nd, ss = sc.rng, sc.shape, sc.nd, sc.ss
+    n_c = int(H * W / cell**2 * 1.2)
+    ys, xs = _sample_points(rng, (slice(0, H), slice(0, W)), n_c)
+    ok = t[ys.astype(np.intp), xs.astype(np.intp)] < -0.25 * nd
+    ys, xs = ys[ok], xs[ok]
+    ra = nd * rng.uniform(0.45, 0.9, len(ys))
+    keep = _greedy_hardcore(ys, xs, ra, 1.3, rng)
+    ys, xs, ra = ys[keep], xs[keep], ra[keep]
+    n = len(ys)
+    rb = ra * rng.uniform(0.45, 0.9, n)
+    angs = rng.uniform(0, np.pi, n)
+    full = rng.random(n) < 0.7
+    wall_w = max(0.4 * ss, 0.08 * nd)
+    for k in range(n):
+        sl = sc.bbox(ys[k], xs[k], ra[k] + wall_w + 1)
+        if sl is None:
+            continue
+        _, _, uu, vv, _, _ = _local_polar(sl, ys[k], xs[k], 1.0, angs[k])
+        # signed distance (approximate, px) inside the ellipse
+        q = np.hypot(uu / np.float32(ra[k]), vv / np.float32(rb[k]))
+        d = (1 - q) * np.float32(rb[k])
+        sc.paint(sl, np.clip(d + wall_w + 0.5, 0, 1), "capwall")
+        inner = np.clip(d + 0.5, 0, 1)
+        sc.paint(sl, inner, "caplumen")
+        if full[k]:
+            sc.paint(sl, inner * np.clip(0.7 + 0.5 * sc.med[sl], 0, 1), "rbc", gain=1 + 0.2 * sc.fine[sl])
+    endo = rng.random(n) < 0.3
+    if endo.any():
+        a = rng.uniform(0, 2 * np.pi, n)
+        py = ys + rb * np.sin(a) * np.cos(angs) + ra * np.cos(a) * np.sin(angs)
+        px = xs + ra * np.cos(a) * np.cos(angs) - rb * np.sin(a) * np.sin(angs)
+        tang = np.arctan2(py - ys, px - xs) + np.pi / 2
+        sc.nuclei.add(py[endo], px[endo], nd * 0.45, nd * 0.18, tang[endo], 1.1, 0.03, 1)
+    return np.stack([ys, xs, ra, rb, angs, full.astype(np.float64)], 1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -572,8 +787,8 @@ def _draw_glomerulus(sc: _Scene, cy, cx, diam, sclerosed: bool, gid: int):
         lob_amp, n_lob = rng.uniform(0.02, 0.1), rng.integers(3, 6)
     else:
         cw = max(1.2 * ss, R0 * rng.uniform(0.018, 0.03))
-        rt = rng.uniform(0.8, 0.97)
-        lob_amp, n_lob = rng.uniform(0.08, 0.22), rng.integers(4, 8)
+        rt = rng.uniform(0.9, 1.0) if sc.real else rng.uniform(0.8, 0.97)  # calibrated: narrower urinary space
+        lob_amp, n_lob = rng.uniform(0.03, 0.1) if sc.real else rng.uniform(0.08, 0.22), rng.integers(4, 8)
     off_r = R0 * rng.uniform(0.02, 0.15)
     off_a = rng.uniform(0, 2 * np.pi)
     oy, ox = off_r * np.sin(off_a), off_r * np.cos(off_a)
@@ -592,13 +807,13 @@ def _draw_glomerulus(sc: _Scene, cy, cx, diam, sclerosed: bool, gid: int):
 
     # urinary space
     sp = "collagen" if sclerosed and not obliterated else "urinary"
-    g_sp = (1 + 0.25 * sc.med[sl]) if sp == "collagen" else (1 + 0.3 * sc.fine[sl])
+    g_sp = (1 + 0.25 * sc.med[sl]) if sp == "collagen" else (1 + (0.1 if sc.real else 0.3) * sc.fine[sl])
     if sp == "collagen":
         g_sp = g_sp * np.float32(rng.uniform(0.5, 0.9)) + 0.25 * fib
     sc.paint(sl, alpha, sp, gain=np.clip(g_sp, 0, None))
 
     # tuft interior: capillary network
-    cc = R0 * rng.uniform(0.12, 0.18)
+    cc = R0 * (rng.uniform(0.08, 0.12) if sc.real else rng.uniform(0.12, 0.18))  # calibrated: smaller loops
     # domain-warped Worley cells: capillary loops become irregular, elongated, partly confluent
     wshape = u.shape
     wy = _value_noise(rng, wshape, 0.8 * cc) * np.float32(0.3 * cc)
@@ -623,8 +838,8 @@ def _draw_glomerulus(sc: _Scene, cy, cx, diam, sclerosed: bool, gid: int):
         gw = max(0.45 * ss, 0.012 * R0)
         sc.paint(sl, _ridge(lum_d, -gw, gw) * tuft, "gbm")
         lum = np.clip(lum_d + 0.5, 0, 1) * tuft
-        rbc = (rng.random(ncell) < 0.25).take(cidx)
-        sc.paint(sl, lum, "caplumen", gain=1 + 0.3 * sc.fine[sl])
+        rbc = (rng.random(ncell) < (0.35 if sc.real else 0.25)).take(cidx)
+        sc.paint(sl, lum, "caplumen", gain=1 + (0.1 if sc.real else 0.3) * sc.fine[sl])
         sc.paint(sl, lum * rbc * np.clip(0.5 + 0.5 * sc.med[sl], 0, 1), "rbc")
 
     # Bowman's capsule
@@ -655,7 +870,8 @@ def _draw_glomerulus(sc: _Scene, cy, cx, diam, sclerosed: bool, gid: int):
     keep = _greedy_hardcore(ys, xs, ra, 0.8 if not sclerosed else 1.2, rng)
     n = len(keep)
     sc.nuclei.add(ys[keep], xs[keep], ra[keep], rb[keep], rng.uniform(0, np.pi, n),
-                  rng.uniform(0.9, 1.2, n), rng.uniform(0.03, 0.2, n), layer)
+                  rng.uniform(0.7, 1.15, n) if sc.real else rng.uniform(0.9, 1.2, n), rng.uniform(0.03, 0.2, n),
+                  layer)
 
     # parietal epithelial nuclei, flattened along the inner surface of the capsule
     circ = 2 * np.pi * R0
@@ -874,18 +1090,27 @@ def _finish(sc: _Scene, rng, out_shape, jitter, ss, i0=255.0, blur=(0.45, 0.85))
         spec = spec[(inside & owned) | (~inside & near & (spec[:, 7] == 1))]
     nuc = _render_nuclei(sc, spec)
 
-    sig = rng.uniform(*blur) * ss
+    slide = {}
+    if sc.cal is None:
+        sig = rng.uniform(*blur) * ss
+    else:  # calibrated mode: stain, amounts and focus drawn from the real distribution
+        slide = _slide_parameters(rng, sc.cal, sc.stain)
+        sig = rng.uniform(*blur) * ss * slide["blur_ratio"] * _CAL_BLUR_BASE
     h = gaussian_filter(sc.h, sig, truncate=3.0)
     p = gaussian_filter(sc.p, sig, truncate=3.0)
-    # per-slide stain amounts: section thickness scales both stains, staining time each one;
-    # log-sds chosen so that the spread of mean tissue OD across patches approaches the spread
-    # across real PAS crops from different slides (~30 % relative)
-    thick = np.exp(rng.normal(0, 0.18 * jitter))
-    gh = thick * np.exp(rng.normal(0, 0.15 * jitter))
-    gp = thick * np.exp(rng.normal(0, 0.15 * jitter))
-    M = stain_matrix(sc.stain)[:2]
-    if jitter > 0:
-        M = jitter_stain_matrix(stain_matrix(sc.stain), rng, sigma=0.05 * jitter)[:2]
+    if sc.cal is None:
+        # per-slide stain amounts: section thickness scales both stains, staining time each one;
+        # log-sds chosen so that the spread of mean tissue OD across patches approaches the spread
+        # across real PAS crops from different slides (~30 % relative)
+        thick = np.exp(rng.normal(0, 0.18 * jitter))
+        gh = thick * np.exp(rng.normal(0, 0.15 * jitter))
+        gp = thick * np.exp(rng.normal(0, 0.15 * jitter))
+        M = stain_matrix(sc.stain)[:2]
+        if jitter > 0:
+            M = jitter_stain_matrix(stain_matrix(sc.stain), rng, sigma=0.05 * jitter)[:2]
+    else:
+        M, (gh, gp) = slide["stain_matrix"], slide["gains"]
+        slide = {"stain_matrix": M.tolist(), "gains": [float(gh), float(gp)], "blur_px": float(sig / ss)}
     conc = np.stack([h * np.float32(gh), p * np.float32(gp)], -1)
     img = concentrations_to_intensity(conc, M, i0)
     img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(1.2)
@@ -909,6 +1134,7 @@ def _finish(sc: _Scene, rng, out_shape, jitter, ss, i0=255.0, blur=(0.45, 0.85))
         glomerulus_class=classes,
         nuclei=np.ascontiguousarray(_consecutive(nuc)),
         stain=sc.stain,
+        slide=slide,
     )
 
 
@@ -932,6 +1158,7 @@ def render_tile(
     sclerosed_fraction: float = 0.25,
     nucleus_diameter: float = 9.0,
     stain_jitter: float = 1.0,
+    calibration: PhantomCalibration | None = None,
 ) -> PhantomTile:
     """A kidney-biopsy tissue tile: tubulointerstitium, glomeruli, vessels and whitespace.
 
@@ -949,6 +1176,10 @@ def render_tile(
         nucleus_diameter: mean nucleus diameter in px, in [1, 256].
         stain_jitter: scale of per-slide colour variation (stain vector angles and amounts);
             0 renders the reference stain exactly, in [0, 5].
+        calibration: ``None`` (the default phantom, unchanged) or a :class:`PhantomCalibration`
+            (:func:`histolib.calibration.phantom_calibration`): per-slide stain, amounts and focus drawn
+            from the real distribution instead of ``stain_jitter``, and with ``structure`` the realistic
+            structures. Its ``stain`` must equal ``stain``.
 
     Returns:
         :class:`PhantomTile` of shape ``(H, W)``; glomerulus ids follow placement order.
@@ -968,12 +1199,13 @@ def render_tile(
     fs = _check_float(sclerosed_fraction, "sclerosed_fraction", 0.0, 1.0)
     nd = _check_float(nucleus_diameter, "nucleus_diameter", 1.0, 256.0)
     jit = _check_float(stain_jitter, "stain_jitter", 0.0, 5.0)
+    cal = _check_calibration(calibration, stain)
 
     rng = np.random.default_rng(seed)
     ss = _supersample(shape)
     H, W = shape[0] * ss, shape[1] * ss
     Ds, nds = D * ss, nd * ss
-    sc = _Scene(rng, (H, W), stain, Ds, nds, ss)
+    sc = _Scene(rng, (H, W), stain, Ds, nds, ss, cal)
 
     if n_glomeruli is None:
         kmax = int(np.clip(H * W / (1.6 * Ds) ** 2, 1, 3))
@@ -1018,6 +1250,7 @@ def glomerulus_patch(
     sclerosed: bool | None = False,
     fill: tuple[float, float] = (0.45, 0.75),
     stain_jitter: float = 1.0,
+    calibration: PhantomCalibration | None = None,
 ) -> PhantomTile:
     """A square patch centred on one complete glomerulus, for glomerulus segmentation/classification.
 
@@ -1037,6 +1270,10 @@ def glomerulus_patch(
             ``0.1 <= lo <= hi <= 1.0``; above ~0.85 the irregular outline may touch the border
             (the centre offset shrinks to keep the glomerulus inside as far as possible).
         stain_jitter: scale of per-slide colour variation, in [0, 5].
+        calibration: ``None`` (the default phantom, unchanged) or a :class:`PhantomCalibration`
+            (:func:`histolib.calibration.phantom_calibration`): per-slide stain, amounts and focus drawn
+            from the real distribution instead of ``stain_jitter``, and with ``structure`` the realistic
+            structures. Its ``stain`` must equal ``stain``.
 
     Returns:
         :class:`PhantomTile` of shape ``(size, size)``; ``glomerulus_class[1]`` is the centre's.
@@ -1058,6 +1295,7 @@ def glomerulus_patch(
     if not (0.1 <= lo <= hi <= 1.0):
         raise ParamError(f"fill must satisfy 0.1 <= lo <= hi <= 1.0, got {fill!r}")
     jit = _check_float(stain_jitter, "stain_jitter", 0.0, 5.0)
+    cal = _check_calibration(calibration, stain)
 
     rng = np.random.default_rng(seed)
     if sclerosed is None:
@@ -1066,8 +1304,9 @@ def glomerulus_patch(
     N = n * ss
     f = rng.uniform(lo, hi)
     D = f * N
-    nd = D / 20.0
-    sc = _Scene(rng, (N, N), stain, D, nd, ss)
+    # real glomeruli hold smaller, more numerous nuclei (~D / 28 in the real crops)
+    nd = D / (26.0 if cal is not None and cal.structure else 20.0)
+    sc = _Scene(rng, (N, N), stain, D, nd, ss, cal)
     off = min(0.04, max(0.0, (1.0 - 1.12 * f) / 2))  # 1.12: outline bulges beyond the mean radius
     cy = N / 2 + rng.uniform(-off, off) * N
     cx = N / 2 + rng.uniform(-off, off) * N

@@ -181,15 +181,17 @@ def render_tiles(P, split: str, n: int, progress: bool = False) -> LabelledSet:
     from tqdm.auto import tqdm
 
     from histolib.data import phantom
+    from histolib.data.builder import phantom_calibration_of
 
     c, size = P.datasetgan, resolution(P)
     images = np.zeros((n, size, size, 3), np.uint8)
     masks = np.zeros((n, size, size), np.uint8)
+    cal = phantom_calibration_of(P)  # data.calibration: None renders the default phantom
     for i in tqdm(range(n), desc=f"phantom tiles ({split})", disable=not progress, leave=False):
         t = phantom.render_tile(tile_seed(P.seed, split, i), size=(size, size), stain=P.data.stain,
                                 glomerulus_diameter=c.glomerulus_size * size,
                                 nucleus_diameter=max(1.0, c.nucleus_size * size),
-                                sclerosed_fraction=P.data.sclerosed_fraction)
+                                sclerosed_fraction=P.data.sclerosed_fraction, calibration=cal)
         images[i], masks[i] = t.image, t.compartments
     return LabelledSet(images, masks, [f"{split}_{i:05d}" for i in range(n)])
 

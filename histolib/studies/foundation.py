@@ -19,6 +19,14 @@ class DataParams:
     fill: list[float] = knob("phantom glomerulus diameter as a fraction of the patch [min, max]", min=0.1, max=1.0,
                              length=2)
     sclerosed_fraction: float = knob("share of phantom glomeruli that are globally sclerosed", min=0.0, max=0.5)
+    calibration: str = knob("phantom realism: 'none' renders the default phantom (bit for bit), or a calibration "
+                            "JSON of a real set (histolib calibrate-phantom; e.g. calibration/glomeruli_crops.json, "
+                            "relative to the project root; its kind must be the data.stain) switches glomerulus "
+                            "patches and tiles to the calibrated mode: per-slide stain vectors, stain amounts and "
+                            "focus drawn from the real 5th-50th-95th percentiles (split normal, widened 1.25x for "
+                            "domain randomisation) and realistic structures (irregular crowded tubules with dense "
+                            "nuclei, fibrous interstitium with capillaries and red cells, white lumina and urinary "
+                            "space); histolib.data.phantom.PhantomCalibration")
     n_gan: int = knob("patches for GAN training, disjoint from the U-Net sets (paper 000: 660)", min=1)
     n_train: int = knob("U-Net training patches (paper 000: 660)", min=1)
     n_val: int = knob("validation patches (paper 000: 400)", min=1)

@@ -255,12 +255,16 @@ def _down_labels(labels: np.ndarray, factor: int) -> np.ndarray:
 
 def _render_tiles(P, seeds: list[int], stain: str):
     from histolib.data import phantom
+    from histolib.data.builder import phantom_calibration_of
 
     d = P.data
+    # data.calibration applies to tiles of data.stain (a calibration is of one stain)
+    cal = phantom_calibration_of(P) if stain == d.stain else None
     images, labels, comps = [], [], []
     for s in seeds:
         t = phantom.render_tile(s, size=(d.tile_size, d.tile_size), stain=stain,
-                                glomerulus_diameter=d.glomerulus_diameter, sclerosed_fraction=d.sclerosed_fraction)
+                                glomerulus_diameter=d.glomerulus_diameter, sclerosed_fraction=d.sclerosed_fraction,
+                                calibration=cal)
         cls = np.zeros(t.glomeruli.shape, np.uint8)
         for gid, kind in t.glomerulus_class.items():
             cls[t.glomeruli == gid] = 2 if kind == "sclerosed" else 1
