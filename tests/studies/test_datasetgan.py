@@ -65,7 +65,7 @@ def _P(tmp_path=None, **over):
     c.update(over)
     return SimpleNamespace(seed=3, profile="smoke", datasetgan=SimpleNamespace(**c),
                            stylegan2=SimpleNamespace(resolution=16),
-                           data=SimpleNamespace(stain="pas", sclerosed_fraction=0.2),
+                           data=SimpleNamespace(stain="pas", sclerosed_fraction=0.2, calibration="none"),
                            protocol=SimpleNamespace(n_gan_seeds=2, alpha=0.05, faithfulness_gate=0.8))
 
 
