@@ -47,19 +47,24 @@ def _read(path: Path) -> dict:
         raise HistolibError(f"{path}: unreadable metrics ({e})") from e
 
 
-def collect(results: str | Path) -> dict[str, dict[str, dict]]:
+def collect(results: str | Path, real: bool = False) -> dict[str, dict[str, dict]]:
     """Every notebook's metrics under ``results``: ``{source: {notebook: metrics}}`` with source
-    :data:`PHANTOM` for ``results/<nn>/`` and the tag for ``results/real/<tag>/<nn>/``; notebooks without a
-    ``metrics.json`` are left out."""
+    :data:`PHANTOM` for ``results/<nn>/`` and, only when ``real`` is true, the tag for
+    ``results/real/<tag>/<nn>/``; notebooks without a ``metrics.json`` are left out.
+
+    Real runs' verdicts are computed from the real development images, so they may only go where real-run
+    outputs go (the git-ignored ``results/real/``): the README and the phantom's notebook 06 read the phantom
+    alone (``real=False``); notebook 06 run on a real folder adds the real columns (``real=True``).
+    """
     results = Path(results)
     out: dict[str, dict[str, dict]] = {PHANTOM: {}}
     for nn in NOTEBOOKS:
         path = results / nn / "metrics.json"
         if path.is_file():
             out[PHANTOM][nn] = _read(path)
-    real = results / "real"
-    if real.is_dir():
-        for tag_dir in sorted(p for p in real.iterdir() if p.is_dir()):
+    real_dir = results / "real"
+    if real and real_dir.is_dir():
+        for tag_dir in sorted(p for p in real_dir.iterdir() if p.is_dir()):
             found = {nn: _read(tag_dir / nn / "metrics.json") for nn in NOTEBOOKS
                      if (tag_dir / nn / "metrics.json").is_file()}
             if found:
@@ -160,13 +165,14 @@ def _md(rows: list[dict], columns: list[str]) -> str:
 
 def readme_section(results: str | Path) -> str:
     """The README's generated results section (between :data:`BEGIN` and :data:`END`, markers excluded):
-    verdict counts per paper (phantom, then each real run), then one line per claim with its verdicts."""
-    sources = collect(results)
+    verdict counts per paper on the phantom, then one line per claim with its verdict. Real runs are never read:
+    their verdicts derive from the real development images, which nothing committed may carry."""
+    sources = collect(results, real=False)
     rows, tags = scorecard_rows(sources)
     prof = profiles(sources)
     lines = ["### Scorecard: every claim, its verdict", "",
-             "Generated from the claims in `results/<nn>/metrics.json` (phantom) and `results/real/<tag>/<nn>/"
-             "metrics.json` (real data) by `histolib readme-results`; verdicts by the one rule of "
+             "Generated from the claims in `results/<nn>/metrics.json` (phantom) by `histolib readme-results`; "
+             "verdicts by the one rule of "
              "`histolib.report` (reproduced / not reproduced / inconclusive / untestable here / extension). "
              "Notebook 06 draws the same table and its figure (`results/06/scorecard.md`, `scorecard.png`).", ""]
     if not rows:
@@ -175,9 +181,8 @@ def readme_section(results: str | Path) -> str:
     for col, label in [("phantom", "phantom"), *[(f"real: {t}", f"real data `{t}`") for t in tags]]:
         src = PHANTOM if col == "phantom" else col[len("real: "):]
         lines += [f"Verdicts on the {label} ({prof.get(src, '')}):", "", _md(counts(rows, col), count_cols), ""]
-    if not tags:
-        lines += ["No real-data run has written claims yet (`histolib run-real`): the real columns will appear "
-                  "here when one has.", ""]
+    lines += ["Real-data runs (`histolib run-real`) write their verdicts beside these in the git-ignored "
+              "`results/real/<tag>/06/scorecard.md`: nothing derived from the real images is committed.", ""]
     columns = ["paper", "claim key", "phantom", *[f"real: {t}" for t in tags]]
     lines += ["Per claim (full texts, evidence and tests: `results/<nn>/claims.md`, `results/06/scorecard.md`):",
               "", _md(rows, columns), ""]

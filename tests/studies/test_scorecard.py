@@ -63,10 +63,19 @@ def _results(tmp_path, phantom=PHANTOM, real=REAL):
     return tmp_path
 
 
-def test_collect_reads_phantom_and_real_runs(tmp_path):
-    sources = sc.collect(_results(tmp_path))
+def test_collect_reads_real_runs_only_when_asked(tmp_path):
+    results = _results(tmp_path)
+    sources = sc.collect(results, real=True)
     assert set(sources) == {"phantom", "glomeruli_crops"}
     assert set(sources["phantom"]) == {"01", "02"} and set(sources["glomeruli_crops"]) == {"01"}
+    # by default (the README, the phantom's notebook 06) real runs' verdicts are never read
+    assert set(sc.collect(results)) == {"phantom"}
+
+
+def test_readme_never_carries_real_verdicts(tmp_path):
+    section = sc.readme_section(_results(tmp_path))
+    assert "glomeruli_crops" not in section and "real: " not in section
+    assert "| 000 | 000-a | reproduced |" in section
 
 
 def test_readme_round_trip(tmp_path):
@@ -76,7 +85,7 @@ def test_readme_round_trip(tmp_path):
     assert sc.write_readme(readme, results) is True
     text = readme.read_text()
     assert text.startswith("# title\n\nintro\n\n") and text.endswith(f"{sc.END}\n\n## after\n")
-    assert "old text" not in text and "| 000 | 000-a | reproduced | inconclusive |" in text
+    assert "old text" not in text and "| 000 | 000-a | reproduced |\n" in text
     assert sc.current_section(text) == sc.readme_section(results).strip()
     assert sc.write_readme(readme, results) is False  # current: unchanged
     with pytest.raises(HistolibError, match="scorecard:begin"):
