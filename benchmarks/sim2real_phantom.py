@@ -4,7 +4,8 @@ Renders the ``glomeruli`` train / val / test patches exactly as the ``data`` sta
 (:func:`histolib.data.builder._phantom_glomeruli`, same item seeds), trains notebook 00's phantom-only
 U-Net per seed (:func:`histolib.studies.data_overview.sim_to_real`, the ``unet`` section of the profile)
 and scores it on the real glomerulus crops rescaled to the phantom's median glomerulus diameter, as the
-notebook does. Writes ``benchmarks/results/sim2real_phantom_<tag>.json`` (numbers only).
+notebook does. Writes ``results/real/benchmarks/sim2real_phantom_<tag>.json`` (numbers only, but computed from
+the real crops, so git-ignored like every real-run output: quote them, never commit them).
 
     OMP_NUM_THREADS=1 nice -n 19 python benchmarks/sim2real_phantom.py --tag before --seeds 0 1 2
     OMP_NUM_THREADS=1 nice -n 19 python benchmarks/sim2real_phantom.py --tag calibrated --seeds 0 1 2 \
@@ -42,6 +43,8 @@ def main(argv=None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--n-train", type=int), ap.add_argument("--n-val", type=int), ap.add_argument("--n-test", type=int)
     ap.add_argument("--epochs", type=int)
+    ap.add_argument("--crops", default="../shared/data/real/glomeruli_crops",
+                    help="real glomerulus crops, relative to the project root (default %(default)s)")
     ap.add_argument("--out", default=str(ROOT / "models" / "sim2real_phantom"))
     a = ap.parse_args(argv)
     overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in a.set)}
@@ -51,9 +54,9 @@ def main(argv=None) -> int:
             overrides[key] = v
     overrides["data.n_gan"] = 1  # not used here
     P = load_params(a.profile, overrides)
-    real = ov.load_real_crops(ROOT / P.sim2real.real_folder, P.sim2real.n_real)
+    real = ov.load_real_crops(ROOT / a.crops, P.sim2real.n_real)
     if real is None:
-        print(f"real crops absent at {P.sim2real.real_folder}: skipped")
+        print(f"real crops absent at {a.crops}: skipped")
         return 0
     load0 = os.getloadavg()
     t0 = time.perf_counter()
@@ -80,7 +83,8 @@ def main(argv=None) -> int:
               "build_seconds": build_s, "patches_built": n_built, "patches_per_second": n_built / build_s,
               "train_seconds": time.perf_counter() - t1, "load_average_at_start": list(load0),
               "runs": rows, "summary": summary, "table": viz.markdown_table(table)}
-    out = ROOT / "benchmarks" / "results" / f"sim2real_phantom_{a.tag}.json"
+    out = ROOT / "results" / "real" / "benchmarks" / f"sim2real_phantom_{a.tag}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1, default=float) + "\n")
     print(record["table"])
     for k in ("dice", "precision", "recall"):

@@ -5,15 +5,16 @@ run is the same notebooks, executed by papermill, with parameter overrides that 
 folders. Nothing else changes, so the phantom and real tables are computed by the same code::
 
     histolib run-real 01 02 04 05                       # every preset that covers these notebooks
+    histolib run-real 00                                # notebook 00 against every real set (preset all_sets)
     histolib run-real 05 --preset monuseg               # one preset
     histolib run-real 01 --real-root /data/my_slides    # the presets' folder names under another root
     histolib run-real 01 --set unet.epochs=5 --dry-run  # print the plan only
 
 Where a real run writes (:func:`histolib.paths.data_tag` names the run by its real folders):
 
-* ``results/real/<tag>/<nn>/``: tables, ``metrics.json`` and ``claims.md`` (committed), and the
-  executed notebooks, figures and sample grids, which show real pixels: ``.gitignore`` admits only
-  ``.md``, ``.json`` and ``.csv`` files under ``results/real/``, so they stay on the machine;
+* ``results/real/<tag>/<nn>/``: tables, ``metrics.json``, ``claims.md``, executed notebooks, figures and
+  sample grids. Every one of them is computed from the real images, so ``.gitignore`` keeps the whole of
+  ``results/real/`` out of git (the development data's numbers are reported, never committed);
 * ``models/real/<tag>/<profile>/<nn>/`` and ``data/prepared/real/<tag>/<profile>/`` (gitignored).
 
 The notebooks a number runs, and their papermill arguments, are read from ``dvc.yaml`` (the stages
@@ -66,6 +67,9 @@ PRESETS = {p.name: p for p in (
     Preset("monuseg", ("05",),
            {"data.nuclei_source": "{real}/monuseg", "data.nuclei_style": "he"},
            "15 MoNuSeg H&E images (second modality)"),
+    Preset("all_sets", ("00",),
+           {"sim2real.crops_source": "{real}/glomeruli_crops", "sim2real.sets_source": "{real}"},
+           "notebook 00 against every real set: realism statistics, sim-to-real on the crops, calibration report"),
 )}
 
 

@@ -23,6 +23,22 @@ def test_data_tag_is_empty_for_the_phantom_and_names_real_folders():
     assert data_tag(P) == "fluo_dsb"
 
 
+def test_the_default_pipeline_reads_no_real_folder():
+    """Every ``*_source`` knob of every profile's defaults is the phantom or empty (notebook 00's realism checks
+    included): the default stages never read the real development data, so nothing they commit derives from it."""
+    for profile in ("smoke", "cpu", "paper"):
+        assert data_tag(load_params(profile, {})) == "", profile
+
+
+def test_notebook_00_on_the_real_sets_is_a_real_run(tmp_path):
+    P = load_params("smoke", {"sim2real.crops_source": "../x/glomeruli_crops", "sim2real.sets_source": "../x/real"})
+    assert data_tag(P) == "glomeruli_crops+real"
+    (tmp_path / "real" / "glomeruli_crops").mkdir(parents=True)
+    plan = realruns.plan("00", "all_sets", ROOT, str(tmp_path / "real"))
+    assert plan.tag == "glomeruli_crops+real"
+    assert [s.out for s in plan.steps] == ["results/real/glomeruli_crops+real/00/00_data.ipynb"]
+
+
 def test_data_tag_does_not_depend_on_the_order_sections_were_registered():
     """A notebook kernel imports its study first, so its sections are registered in another order than the
     runner's; both must name the run alike (a real run once wrote half its files under each name)."""
@@ -86,7 +102,7 @@ def test_cli_dry_run_prints_the_plan(capsys):
     assert main(["run-real", "01", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "results/real/glomeruli_crops/01/01_spade.ipynb" in out
-    assert main(["run-real", "00", "--dry-run"]) == 2
+    assert main(["run-real", "03", "--dry-run"]) == 2  # DatasetGAN has no real preset (its real mode: data.source)
     assert "no real-data preset" in capsys.readouterr().err
 
 

@@ -250,7 +250,8 @@ def realism_claims(summary: dict, stats_rows: list[dict]) -> list[dict]:
 
     if "real_dice" not in summary:
         return [{"claim": "phantom-trained U-Net beats the all-glomerulus baseline on real crops",
-                 "evidence": "real crops absent", "verdict": "not measured"}]
+                 "evidence": "no real crops given (the default run reads no real data; `histolib run-real 00` "
+                             "measures it)", "verdict": "not measured"}]
     d, base = summary["real_dice"], summary["real_baseline"]["dice"]
     if d["n"] > 1 and d["std"] > 0:
         t = stats.t.sf((d["mean"] - base) / (d["std"] / np.sqrt(d["n"])), d["n"] - 1)

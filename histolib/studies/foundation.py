@@ -73,10 +73,15 @@ class UNetParams:
 class Sim2RealParams:
     """Notebook 00: phantom realism, measured against real glomerulus crops when they are present."""
 
-    real_folder: str = knob("real glomerulus crops for the realism checks (skipped cleanly when absent); "
-                            "relative to the project root")
-    real_root: str = knob("folder searched for every real set (subfolders with images/ and masks/: glomerulus "
-                          "crops, H&E and fluorescence nuclei) compared with the phantom; skipped when absent")
+    crops_source: str = knob("real glomerulus crops for the realism checks and the real half of the sim-to-real "
+                             "check, relative to the project root; empty (the default): skipped, so the default "
+                             "pipeline never reads real data. A real folder here makes the run a real run "
+                             "(histolib.paths.data_tag): every output then goes to the git-ignored results/real/<tag>/00/ "
+                             "(`histolib run-real 00` sets it)")
+    sets_source: str = knob("folder searched for every real set (subfolders with images/ and masks/: glomerulus "
+                            "crops, H&E and fluorescence nuclei) compared with the phantom and measured for the "
+                            "calibration report; empty (the default): skipped. Like crops_source, a folder here "
+                            "makes the run a real run whose outputs stay out of git")
     n_real: int = knob("real images used at most per set (all 504 crops in ../shared)", min=1)
     n_grid: int = knob("examples per dataset grid", min=1, max=64)
     real_fill: float = knob("glomerulus diameter / crop side in the real crops (~0.99: tight crops); "
