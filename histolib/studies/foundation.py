@@ -76,8 +76,8 @@ class Sim2RealParams:
     crops_source: str = knob("real glomerulus crops for the realism checks and the real half of the sim-to-real "
                              "check, relative to the project root; empty (the default): skipped, so the default "
                              "pipeline never reads real data. A real folder here makes the run a real run "
-                             "(histolib.paths.data_tag): every output then goes to the git-ignored results/real/<tag>/00/ "
-                             "(`histolib run-real 00` sets it)")
+                             "(histolib.paths.data_tag): every output then goes to the git-ignored "
+                             "results/real/<tag>/00/ (`histolib run-real 00` sets it)")
     sets_source: str = knob("folder searched for every real set (subfolders with images/ and masks/: glomerulus "
                             "crops, H&E and fluorescence nuclei) compared with the phantom and measured for the "
                             "calibration report; empty (the default): skipped. Like crops_source, a folder here "
