@@ -218,9 +218,24 @@ def test_real_mode_rejects_bad_classes(tmp_path):
         ip.load_data(P)
 
 
-def test_seg_precision_auto():
+def test_seg_precision_auto_uses_bf16_only_where_the_cpu_has_it(monkeypatch):
+    from histolib.train import spade as spade_module
+
+    monkeypatch.setattr(spade_module, "native_bf16", lambda: True)
     assert ip.seg_precision("auto", "effb3_unet") == "fp32"
     assert ip.seg_precision("auto", "unetpp") == "bf16" and ip.seg_precision("fp32", "unet") == "fp32"
+    monkeypatch.setattr(spade_module, "native_bf16", lambda: False)  # emulated bf16: far slower than fp32
+    assert ip.seg_precision("auto", "unetpp") == "fp32" and ip.seg_precision("bf16", "unet") == "bf16"
+
+
+def test_inpainting_trainer_resolves_auto_precision(monkeypatch):
+    from histolib.train import spade as spade_module
+    from histolib.train.inpainting import InpaintOptions, InpaintTrainer
+
+    opts = InpaintOptions(image_size=32, ngf=4, n_blocks=1, rates=(1, 2), ndf=4, d_layers=2, precision="auto")
+    for native, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(spade_module, "native_bf16", lambda native=native: native)
+        assert InpaintTrainer(opts).precision == expected
 
 
 def test_mask_bank_cleans_scales_and_falls_back_to_real_masks():
