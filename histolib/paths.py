@@ -59,7 +59,7 @@ def data_tag(params) -> str:
         params: a :class:`histolib.config.Params` (anything with a ``resolved`` dict of sections).
     """
     names: list[str] = []
-    for _section, section in sorted(params.resolved.items()):
+    for _, section in sorted(params.resolved.items()):
         if not isinstance(section, dict):
             continue
         for key, value in sorted(section.items()):

@@ -218,9 +218,9 @@ def _slide_parameters(rng: np.random.Generator, cal: PhantomCalibration, stain: 
 
     Stain vectors: the real median vectors, each turned in a random direction by an angle from a half
     normal whose 90th percentile is the real 5th-95th percentile width of that stain's angle to the
-    reference (``*_angle_deg``; times ``spread``); two vectors closer than 8 degrees fall back to the medians. Amounts: the real distributions of the
-    median tissue concentrations (``*_conc_p50``) through a Gaussian copula with correlation
-    ``_THICKNESS_CORR`` (section thickness scales both stains); the gain is ``draw / real median`` times
+    reference (``*_angle_deg``; times ``spread``); two vectors closer than 8 degrees fall back to the
+    medians. Amounts: the real distributions of the median tissue concentrations (``*_conc_p50``) through
+    a Gaussian copula with correlation ``_THICKNESS_CORR`` (section thickness scales both stains); the gain is ``draw / real median`` times
     ``_CAL_BASE_GAIN``. Focus: a draw ``s`` of the real ``sharpness`` gives the blur ratio
     ``sqrt(median / s)`` (clipped to [0.5, 4]) applied to the default optical blur.
     """
@@ -230,7 +230,7 @@ def _slide_parameters(rng: np.random.Generator, cal: PhantomCalibration, stain: 
     M = vec.copy()
     for k, key in enumerate(("hematoxylin_angle_deg", "second_angle_deg")):
         if key in q:
-            p5, m, p95 = q[key]
+            p5, _, p95 = q[key]
             # the angle to the reference is a magnitude; draw it around the real median's own deviation
             ang = max(0.0, sample_quantiles(rng, (0.0, 0.0, p95 - p5), sp, z=abs(rng.normal())))
             M[k] = _rotate_towards_random(vec[k], ang, rng)
@@ -707,8 +707,8 @@ def _draw_capillaries(sc: _Scene, t: np.ndarray, cell: float) -> np.ndarray:
     """Peritubular capillaries in the interstitium (calibrated mode): small elliptical lumina with a thin
     PAS-positive wall, most filled with red cells, some with a flattened endothelial nucleus.
 
-    About one candidate per tubule cell (``cell`` px); centres lie where the interstitium is at least ``0.25 nd`` from a tubule (``t < -0.25 nd``); a
-    capillary squeezed between tubules may overlap their edge. Compartments are untouched (everything
+    About one candidate per tubule cell (``cell`` px); centres lie where the interstitium is at least
+    ``0.25 nd`` from a tubule (``t < -0.25 nd``); a capillary squeezed between tubules may overlap their edge. Compartments are untouched (everything
     here is tubulointerstitium, label 1); red cells are not nuclei.
 
     Returns:

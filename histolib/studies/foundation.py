@@ -71,7 +71,7 @@ class UNetParams:
 
 @section("sim2real")
 class Sim2RealParams:
-    """Notebook 00: phantom realism, measured against real glomerulus crops when they are present."""
+    """Notebook 00: phantom realism, measured against real folders only when pointed at them (a real run)."""
 
     crops_source: str = knob("real glomerulus crops for the realism checks and the real half of the sim-to-real "
                              "check, relative to the project root; empty (the default): skipped, so the default "

@@ -55,6 +55,7 @@ from histolib.config import knob, section
 from histolib.errors import DataError, ParamError
 from histolib.report import Claim, Precondition, single_level
 from histolib.repro import replicate_seeds
+from histolib.train.spade import PRECISIONS, resolve_precision
 
 # --------------------------------------------------------------------------------------------------
 # Parameters
@@ -101,7 +102,7 @@ class InpaintingParams:
     perceptual_weights: str = knob("local VGG19 weights file ('' = torch hub cache); never downloaded")
     feature_steps: int = knob("training steps of the in-pipeline feature encoder", min=1)
     precision: str = knob("fp32, bf16 (CPU bfloat16 autocast of G and D forward passes) or auto (bf16 only where "
-                          "the CPU has native bf16: emulated bf16 is far slower)", choices=("auto", "fp32", "bf16"))
+                          "the CPU has native bf16: emulated bf16 is far slower)", choices=PRECISIONS)
     checkpoint_every: int = knob("GAN steps between checkpoints and sample grids", min=1)
     # mask DCGAN (Fig. 7)
     mask_size: int = knob("DCGAN resolution (a power of 2 <= crop size; outputs are upsampled bilinearly to the "
@@ -911,11 +912,9 @@ def seg_precision(setting: str, model: str) -> str:
     """The autocast precision of ``model`` under ``inpainting.seg_precision``: ``auto`` is bf16 for U-Net and
     U-Net++ on a CPU with native bf16 (measured faster there), fp32 for EffB3 (bf16 measured 1.7x slower) and
     on every CPU without native bf16 (emulated bf16 is far slower than fp32)."""
-    if setting == "auto":
-        from histolib.train.spade import native_bf16
-
-        return "bf16" if model != "effb3_unet" and native_bf16() else "fp32"
-    return setting
+    if setting == "auto" and model == "effb3_unet":
+        return "fp32"
+    return resolve_precision(setting)
 
 
 @dataclass(frozen=True)

@@ -168,7 +168,7 @@ def readme_section(results: str | Path) -> str:
     verdict counts per paper on the phantom, then one line per claim with its verdict. Real runs are never read:
     their verdicts derive from the real development images, which nothing committed may carry."""
     sources = collect(results, real=False)
-    rows, tags = scorecard_rows(sources)
+    rows, _ = scorecard_rows(sources)
     prof = profiles(sources)
     lines = ["### Scorecard: every claim, its verdict", "",
              "Generated from the claims in `results/<nn>/metrics.json` (phantom) by `histolib readme-results`; "
@@ -178,12 +178,10 @@ def readme_section(results: str | Path) -> str:
     if not rows:
         return "\n".join(lines + ["No claims recorded yet.", ""])
     count_cols = ["paper", "notebook", *OUTCOMES, "claims"]
-    for col, label in [("phantom", "phantom"), *[(f"real: {t}", f"real data `{t}`") for t in tags]]:
-        src = PHANTOM if col == "phantom" else col[len("real: "):]
-        lines += [f"Verdicts on the {label} ({prof.get(src, '')}):", "", _md(counts(rows, col), count_cols), ""]
+    lines += [f"Verdicts on the phantom ({prof.get(PHANTOM, '')}):", "", _md(counts(rows, "phantom"), count_cols), ""]
     lines += ["Real-data runs (`histolib run-real`) write their verdicts beside these in the git-ignored "
               "`results/real/<tag>/06/scorecard.md`: nothing derived from the real images is committed.", ""]
-    columns = ["paper", "claim key", "phantom", *[f"real: {t}" for t in tags]]
+    columns = ["paper", "claim key", "phantom"]
     lines += ["Per claim (full texts, evidence and tests: `results/<nn>/claims.md`, `results/06/scorecard.md`):",
               "", _md(rows, columns), ""]
     return "\n".join(lines)
