@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from histolib.config import load_params  # noqa: E402
 from histolib.data.prepared import ensure_prepared, load_split  # noqa: E402
+from histolib.metrics.faithfulness import faithfulness, pooled_dice  # noqa: E402
 from histolib.metrics.image import high_frequency_energy  # noqa: E402
 from histolib.repro import environment_record  # noqa: E402
 from histolib.studies import pix2pix as p2p  # noqa: E402
@@ -50,12 +51,6 @@ def chroma(images) -> np.ndarray:
     """``x - mean over channels of x`` per pixel, ``x`` in ``[0, 1]``: the colour part of an RGB stack."""
     x = np.asarray(images, np.float64) / 255.0
     return x - x.mean(axis=-1, keepdims=True)
-
-
-def pooled_dice(pred, mask) -> float:
-    """Pooled Dice of class 1 over a stack."""
-    p, m = np.asarray(pred) > 0, np.asarray(mask) > 0
-    return float(2 * (p & m).sum() / max(int(p.sum() + m.sum()), 1))
 
 
 def parse_config(text: str) -> tuple[str, dict]:
@@ -107,7 +102,8 @@ def main(argv=None) -> int:
             fake = scores.pop("outputs")
             real = cs["test"].images
             row = {"overrides": overrides, "seconds": round(run.seconds, 1), "chosen_step": run.best_step,
-                   "faithfulness": pooled_dice(predict(unet, fake), cs["test"].masks) / real_dice,
+                   "faithfulness": faithfulness(lambda x: predict(unet, x), fake, cs["test"].masks,
+                                                real, cs["test"].masks)["ratio"],
                    "chroma_hf_ratio": high_frequency_energy(chroma(fake)) / high_frequency_energy(chroma(real)),
                    **{k: scores[k] for k in ("hf_energy_ratio", "kid", "kid_std", "diversity_ratio")}}
             result["configs"][name] = row
