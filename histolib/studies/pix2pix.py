@@ -83,7 +83,10 @@ class Pix2PixParams:
     lr: float = knob("Adam learning rate (paper: 2e-4)", min=0.0, max=1.0)
     beta1: float = knob("Adam beta1 (paper: 0.5)", min=0.0, max=1.0)
     beta2: float = knob("Adam beta2 (paper: 0.999)", min=0.0, max=1.0)
-    lambda_l1: float = knob("weight of L_L1, Eq. 3 (paper: 10)", min=0.0)
+    lambda_l1: float = knob("weight of L_L1, Eq. 3 (paper: 10). cpu: 100, the reference Pix2Pix value, a documented "
+                            "substitute: at 800 steps lambda 10 leaves magenta/blue speckle (high-frequency energy "
+                            "3.1x real) that 100 cuts to 1.3-1.8x, KID 9.9e-3 -> 1.9e-3 (one replicate per run: "
+                            "benchmarks/results/pix2pix_speckle_levers.json, pix2pix_speckle_ema_off*.json)", min=0.0)
     mu_ms: float = knob("weight of L_ms, Eq. 4 (paper: 10); variants without L_ms set it to 0", min=0.0)
     structure_map: str = knob("binary structure map: otsu (grey level below the patch's Otsu threshold) or "
                               "texture (paper 000's saturation mask, notebook 01)", choices=STRUCTURE_METHODS)
