@@ -1,4 +1,5 @@
-"""What the training-speed benchmarks share: the record's load and environment fields, and where it is written."""
+"""What the benchmarks share: the record's load and environment fields, where it is written, and the
+``--config NAME[:key=value,...]`` parser of the lever screens."""
 
 from __future__ import annotations
 
@@ -23,3 +24,16 @@ def save_record(name: str, record: dict, load_start, quick: bool = False) -> Non
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text + "\n")
     print(text)
+
+
+def parse_config(text: str) -> tuple[str, dict]:
+    """``NAME[:key=value,...]`` -> ``(NAME, {dotted params key: YAML value})``, e.g.
+    ``ema:pix2pix.ema_kimg=2.5`` -> ``("ema", {"pix2pix.ema_kimg": 2.5})``."""
+    import yaml
+
+    name, _, rest = text.partition(":")
+    pairs = [kv.split("=", 1) for kv in rest.split(",") if kv]
+    bad = [kv for kv in pairs if len(kv) != 2]
+    if not name or bad:
+        raise SystemExit(f"--config {text!r}: expected NAME[:key=value,...]")
+    return name, {k: yaml.safe_load(v) for k, v in pairs}

@@ -38,6 +38,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _record import parse_config  # noqa: E402
+
 from histolib.config import load_params  # noqa: E402
 from histolib.data.prepared import ensure_prepared, load_split  # noqa: E402
 from histolib.metrics.faithfulness import faithfulness, pooled_dice  # noqa: E402
@@ -51,18 +53,6 @@ def chroma(images) -> np.ndarray:
     """``x - mean over channels of x`` per pixel, ``x`` in ``[0, 1]``: the colour part of an RGB stack."""
     x = np.asarray(images, np.float64) / 255.0
     return x - x.mean(axis=-1, keepdims=True)
-
-
-def parse_config(text: str) -> tuple[str, dict]:
-    """``NAME[:key=value,...]`` -> ``(NAME, {key: YAML value})``."""
-    import yaml
-
-    name, _, rest = text.partition(":")
-    pairs = [kv.split("=", 1) for kv in rest.split(",") if kv]
-    bad = [kv for kv in pairs if len(kv) != 2]
-    if not name or bad:
-        raise SystemExit(f"--config {text!r}: expected NAME[:key=value,...]")
-    return name, {k: yaml.safe_load(v) for k, v in pairs}
 
 
 def main(argv=None) -> int:

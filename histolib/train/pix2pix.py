@@ -29,6 +29,7 @@ the fused CPU Adam. Channels-last was measured slower for these networks on this
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +39,7 @@ from torch import nn
 
 from histolib.errors import ParamError
 from histolib.models.pix2pix import Pix2PixDiscriminator, Pix2PixGenerator
+from histolib.train.ema import ema_beta, ema_update
 
 
 def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -442,6 +444,10 @@ class Pix2PixOptions:
             (lowest) score is kept in the trainer's state, hence in every checkpoint.
         select_from: fraction of the run's steps before which an evaluation is logged but cannot be
             chosen (0: every evaluation is eligible).
+        ema_kimg: half-life, in thousands of images, of an exponential moving average of G's weights
+            (:mod:`histolib.train.ema`) that is evaluated, chosen and sampled instead of G; 0 (the paper,
+            and Pix2Pix): no average.
+        ema_rampup: the half-life is at most ``ema_rampup`` x the images seen so far (StyleGAN2-ADA: 0.05).
     """
 
     in_channels: int = 2
@@ -462,6 +468,8 @@ class Pix2PixOptions:
     mu_ms: float = 10.0
     eval_every: int = 0
     select_from: float = 0.0
+    ema_kimg: float = 0.0
+    ema_rampup: float = 0.05
 
 
 class Pix2PixTrainer:
@@ -476,7 +484,8 @@ class Pix2PixTrainer:
     ``steps``) ``evaluator(G)`` returns a score to minimise (the study uses KID against the real
     validation patches) and the best generator's weights are kept (``best_state``), with the history
     of scores; evaluations before ``select_from * steps`` are logged but not eligible. They live in
-    :meth:`state_dict`, so the driver checkpoints and resumes them.
+    :meth:`state_dict`, so the driver checkpoints and resumes them. With ``options.ema_kimg > 0`` the
+    evaluated, chosen and sampled generator is the weight average ``G_ema`` (:attr:`sampling_G`).
 
     Args:
         options: :class:`Pix2PixOptions`.
@@ -494,11 +503,22 @@ class Pix2PixTrainer:
                                       o.n_layers_d, o.kernel_size, o.norm, o.d_head, generator=g)
         opt_g, opt_d = make_optimizers(self.G, self.D, o.lr, (o.beta1, o.beta2))
         self.modules = {"G": self.G, "D": self.D}
+        if o.ema_kimg < 0 or o.ema_rampup < 0:
+            raise ParamError(f"Pix2PixOptions.ema_kimg and ema_rampup must be >= 0, got {o.ema_kimg}, {o.ema_rampup}")
+        self.G_ema = None
+        if o.ema_kimg > 0:
+            self.G_ema = copy.deepcopy(self.G).requires_grad_(False)
+            self.modules["G_ema"] = self.G_ema
         self.optimizers = {"G": opt_g, "D": opt_d}
         self.weights = Pix2PixLossWeights(o.lambda_l1, o.mu_ms)
         self.evaluator, self.steps = evaluator, steps
         self.best_step, self.best_score, self.best_state = -1, float("inf"), None
         self.history: list[dict] = []
+
+    @property
+    def sampling_G(self) -> Pix2PixGenerator:
+        """The generator that is evaluated, chosen and sampled: ``G_ema`` with ``ema_kimg > 0``, else ``G``."""
+        return self.G_ema if self.G_ema is not None else self.G
 
     def _should_evaluate(self, done: int) -> bool:
         return (self.evaluator is not None and self.opt.eval_every > 0
@@ -506,12 +526,13 @@ class Pix2PixTrainer:
 
     def evaluate(self, done: int) -> float:
         """Score the current generator and keep it if it is the best so far."""
-        score = float(self.evaluator(self.G))
+        G = self.sampling_G
+        score = float(self.evaluator(G))
         self.history.append({"step": done, "score": score})
         eligible = done >= self.opt.select_from * (self.steps or 0)
         if eligible and score < self.best_score:
             self.best_step, self.best_score = done, score
-            self.best_state = {k: v.detach().clone() for k, v in self.G.state_dict().items()}
+            self.best_state = {k: v.detach().clone() for k, v in G.state_dict().items()}
         return score
 
     def train_step(self, batch, step: int, generator: torch.Generator) -> dict[str, float]:
@@ -521,6 +542,9 @@ class Pix2PixTrainer:
         partner = batch[2] if len(batch) > 2 else None
         stats = train_step(self.G, self.D, self.optimizers["G"], self.optimizers["D"], cond, real,
                            self.weights, partner, generator)
+        if self.G_ema is not None:
+            b = cond.shape[0]
+            ema_update(self.G_ema, self.G, ema_beta(b, self.opt.ema_kimg, (step + 1) * b, self.opt.ema_rampup))
         if self._should_evaluate(step + 1):
             stats["val_score"] = self.evaluate(step + 1)
         return stats
@@ -530,12 +554,12 @@ class Pix2PixTrainer:
         """Grid rows for a fixed batch: each condition channel (mask, structure map), the real
         image, and two outputs with different test-time dropout (rows 4-5 differ only by dropout)."""
         cond, real = batch[0], batch[1]
-        fakes = [synthesize(self.G, cond, seed=s, batch_size=len(cond), as_uint8=False) for s in (0, 1)]
+        fakes = [synthesize(self.sampling_G, cond, seed=s, batch_size=len(cond), as_uint8=False) for s in (0, 1)]
         return [*(cond[:, c:c + 1] for c in range(cond.shape[1])), real, *fakes]
 
     def best_generator_state(self) -> dict:
-        """Weights of the validation-chosen generator (the current ones if none was evaluated)."""
-        return self.best_state if self.best_state is not None else self.G.state_dict()
+        """Weights of the validation-chosen generator (the current :attr:`sampling_G` if none was evaluated)."""
+        return self.best_state if self.best_state is not None else self.sampling_G.state_dict()
 
     def state_dict(self) -> dict:
         return {"best_step": self.best_step, "best_score": self.best_score, "best_state": self.best_state,

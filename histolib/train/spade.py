@@ -47,6 +47,7 @@ from torch.nn.utils import parametrize
 from histolib.errors import ParamError
 from histolib.models.spade import MultiscaleDiscriminator, SPADEGenerator, one_hot, to_channels_last
 from histolib.ops.ada import PAPER_OPS, AdaController, AugmentPipe
+from histolib.train.ema import ema_beta, ema_update
 from histolib.train.features import FeatureNet, images_to_tensor
 
 CL = torch.channels_last
@@ -218,37 +219,6 @@ def resolve_precision(precision: str) -> str:
     if precision == "auto":
         return "bf16" if native_bf16() else "fp32"
     return precision
-
-
-def ema_beta(batch_size: int, ema_kimg: float, images_seen: int, rampup: float = 0.0) -> float:
-    """Decay of one EMA update (StyleGAN2-ADA's ``training_loop``): ``0.5 ** (batch / half_life)``
-    with ``half_life = ema_kimg * 1000`` images, capped at ``rampup * images_seen`` when ``rampup > 0``.
-
-    Returns 0 (copy the weights) when ``ema_kimg <= 0`` or nothing has been seen yet under ramp-up.
-    """
-    if ema_kimg <= 0:
-        return 0.0
-    half_life = ema_kimg * 1000.0
-    if rampup > 0:
-        half_life = min(half_life, images_seen * rampup)
-    if half_life <= 0:
-        return 0.0
-    return 0.5 ** (batch_size / half_life)
-
-
-@torch.no_grad()
-def ema_update(average: nn.Module, model: nn.Module, beta: float) -> None:
-    """``average <- beta * average + (1 - beta) * model`` for every parameter; buffers (batch-norm
-    statistics, spectral-norm vectors) are copied from ``model``. The two modules must have the
-    same structure (``average`` a deep copy of ``model``)."""
-    if not 0.0 <= beta <= 1.0:
-        raise ValueError(f"beta must be in [0, 1], got {beta}")
-    params = dict(model.named_parameters())
-    for name, p in average.named_parameters():
-        p.lerp_(params[name], 1.0 - beta)
-    buffers = dict(model.named_buffers())
-    for name, b in average.named_buffers():
-        b.copy_(buffers[name])
 
 
 class SpadeTrainer:

@@ -1,5 +1,6 @@
 """Pix2Pix losses (Eq. 2-5 of seed 001) and the training step."""
 
+import copy
 import math
 
 import numpy as np
@@ -222,3 +223,27 @@ def test_early_evaluations_are_logged_but_not_chosen_before_select_from():
         trainer.train_step(PairBatches(cond, real, 2)(gen), step, gen)
     assert [h["score"] for h in trainer.history] == [1.0, 3.0]
     assert trainer.best_step == 4 and trainer.best_score == 3.0  # step 2 < 0.75 * 4 is not eligible
+
+
+def test_weight_average_is_what_gets_evaluated_chosen_and_checkpointed(tmp_path):
+    cond, real = _batch(n=4)
+    seen = []
+    opts = Pix2PixOptions(image_size=32, ngf=4, ndf=4, eval_every=2, ema_kimg=0.002, ema_rampup=0.0)
+    trainer = Pix2PixTrainer(opts, seed=0, evaluator=lambda G: seen.append(G) or 1.0, steps=2)
+    assert trainer.sampling_G is trainer.G_ema and trainer.modules["G_ema"] is trainer.G_ema
+    assert not any(p.requires_grad for p in trainer.G_ema.parameters())
+    start = copy.deepcopy(trainer.G_ema.state_dict())
+    gen = torch.Generator().manual_seed(0)
+    trainer.train_step(PairBatches(cond, real, 2)(gen), 0, gen)
+    beta = 0.5 ** (2 / 2.0)  # batch 2, half-life 2 images: the average moves halfway
+    trained = dict(trainer.G.named_parameters())
+    for name, p in trainer.G_ema.named_parameters():
+        torch.testing.assert_close(p, beta * start[name] + (1 - beta) * trained[name].detach())
+    trainer.train_step(PairBatches(cond, real, 2)(gen), 1, gen)
+    assert seen == [trainer.G_ema]  # the evaluator scored the average ...
+    for k, v in trainer.best_generator_state().items():  # ... and the average is the one kept
+        assert torch.equal(v, trainer.G_ema.state_dict()[k])
+    plain = Pix2PixTrainer(Pix2PixOptions(image_size=32, ngf=4, ndf=4), seed=0)
+    assert plain.G_ema is None and plain.sampling_G is plain.G and "G_ema" not in plain.modules
+    with pytest.raises(ParamError, match="ema_kimg"):
+        Pix2PixTrainer(Pix2PixOptions(image_size=32, ngf=4, ndf=4, ema_kimg=-1.0))

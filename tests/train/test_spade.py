@@ -12,8 +12,6 @@ from histolib.train.spade import (
     PerceptualLoss,
     SpadeOptions,
     SpadeTrainer,
-    ema_beta,
-    ema_update,
     feature_matching_loss,
     hinge_d_loss,
     hinge_g_loss,
@@ -165,32 +163,6 @@ def test_precision_auto_follows_the_cpu_and_falls_back_to_fp32(monkeypatch):
     assert SpadeTrainer(_tiny(precision="auto")).precision == "fp32"
     assert resolve_precision("bf16") == "bf16" and resolve_precision("fp32") == "fp32"
     assert isinstance(spade_module.native_bf16(), bool)
-
-
-def test_ema_beta_half_life_and_ramp_up():
-    assert ema_beta(8, 0.0, 10_000) == 0.0  # off
-    assert ema_beta(10, 0.01, 10_000) == pytest.approx(0.5)  # half-life 10 images, batch 10
-    assert ema_beta(8, 0.5, 0, rampup=0.05) == 0.0  # nothing seen yet: copy the weights
-    # ramp-up: half-life min(500, 0.05 * 1600 = 80) images
-    assert ema_beta(8, 0.5, 1600, rampup=0.05) == pytest.approx(0.5 ** (8 / 80))
-    assert ema_beta(8, 0.5, 10**6, rampup=0.05) == pytest.approx(0.5 ** (8 / 500))
-
-
-def test_ema_update_hand_case():
-    model = torch.nn.BatchNorm1d(2)
-    average = copy.deepcopy(model)
-    with torch.no_grad():
-        model.weight.copy_(torch.tensor([3.0, -1.0]))
-        average.weight.copy_(torch.tensor([1.0, 1.0]))
-        model.running_mean.fill_(7.0)
-    ema_update(average, model, beta=0.75)
-    torch.testing.assert_close(average.weight.detach(), torch.tensor([0.75 * 1 + 0.25 * 3, 0.75 * 1 + 0.25 * -1]))
-    torch.testing.assert_close(average.bias.detach(), torch.zeros(2))
-    assert torch.equal(average.running_mean, model.running_mean)  # buffers are copied
-    ema_update(average, model, beta=0.0)
-    torch.testing.assert_close(average.weight.detach(), model.weight.detach())
-    with pytest.raises(ValueError, match="beta"):
-        ema_update(average, model, beta=1.5)
 
 
 def test_ema_generator_is_checkpointed_averaged_and_sampled(one_thread):
