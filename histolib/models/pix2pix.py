@@ -64,7 +64,17 @@ def _down_conv(cin: int, cout: int, kernel_size: int, bias: bool) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, kernel_size, stride=2, padding=(kernel_size - 1) // 2, bias=bias)
 
 
-def _up_conv(cin: int, cout: int, kernel_size: int, bias: bool) -> nn.ConvTranspose2d:
+UPSAMPLES = ("transpose", "resize", "bilinear")
+
+
+def _up_conv(cin: int, cout: int, kernel_size: int, bias: bool, upsample: str = "transpose") -> nn.Module:
+    if upsample in ("resize", "bilinear"):
+        # x2 interpolation (nearest for "resize", as Odena et al. 2016 recommend, or bilinear) then a 3x3
+        # convolution: every output pixel gets the same number of kernel taps, so no checkerboard from the
+        # uneven overlap of a strided transposed kernel
+        mode = "nearest" if upsample == "resize" else "bilinear"
+        return nn.Sequential(nn.Upsample(scale_factor=2, mode=mode),
+                             nn.Conv2d(cin, cout, 3, padding=1, bias=bias))
     # k=4, p=1 and k=5, p=2, output_padding=1 both give exactly 2H (TensorFlow's 'SAME')
     pad = (kernel_size - 1) // 2
     return nn.ConvTranspose2d(cin, cout, kernel_size, stride=2, padding=pad,
@@ -133,6 +143,9 @@ class Pix2PixGenerator(nn.Module):
         norm: ``"instance"`` or ``"batch"`` (see the module docstring).
         dropout_at_inference: keep dropout in ``eval()`` mode (Pix2Pix's test-time noise).
         generator: random source of the weight initialisation.
+        upsample: ``"transpose"`` (the paper and Pix2Pix: stride-2 transposed convolutions of
+            ``kernel_size``), ``"resize"`` (nearest-neighbour x2 then a 3x3 convolution) or
+            ``"bilinear"`` (bilinear x2 then a 3x3 convolution), for every up-block and the last layer.
 
     Shape:
         input ``(B, in_channels, H, W)`` float in [-1, 1] (binary maps as -1/+1);
@@ -141,7 +154,8 @@ class Pix2PixGenerator(nn.Module):
 
     def __init__(self, in_channels: int = 2, out_channels: int = 3, size: int = 256, width: int = 64,
                  kernel_size: int = 4, n_dropout: int = 3, dropout: float = 0.5, norm: str = "instance",
-                 dropout_at_inference: bool = True, generator: torch.Generator | None = None):
+                 dropout_at_inference: bool = True, generator: torch.Generator | None = None,
+                 upsample: str = "transpose"):
         super().__init__()
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
                             ("width", width), ("size", size)):
@@ -151,6 +165,7 @@ class Pix2PixGenerator(nn.Module):
             raise ParamError(f"size must be a power of two >= 8 (the U-Net goes down to 1x1), got {size}")
         _check_choice("kernel_size", kernel_size, (4, 5))
         _check_choice("norm", norm, NORMS)
+        _check_choice("upsample", upsample, UPSAMPLES)
         _check_positive_int("n_dropout", n_dropout, 0)
         if n_dropout > depth - 1:
             raise ParamError(f"n_dropout must be <= depth - 1 = {depth - 1} at size {size}, got {n_dropout}")
@@ -174,9 +189,10 @@ class Pix2PixGenerator(nn.Module):
         for j in range(depth - 1):  # up j produces the resolution of down (depth - 2 - j)
             level = depth - 2 - j
             cin = ch[depth - 1] if j == 0 else 2 * ch[level + 1]
-            self.ups.append(nn.Sequential(nn.ReLU(), _up_conv(cin, ch[level], kernel_size, bias=False),
+            self.ups.append(nn.Sequential(nn.ReLU(), _up_conv(cin, ch[level], kernel_size, False, upsample),
                                           _norm(norm, ch[level])))
-        self.last = nn.Sequential(nn.ReLU(), _up_conv(2 * ch[0], out_channels, kernel_size, bias=True), nn.Tanh())
+        self.last = nn.Sequential(nn.ReLU(), _up_conv(2 * ch[0], out_channels, kernel_size, True, upsample),
+                                  nn.Tanh())
         init_gan_weights(self, generator=generator)
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -48,6 +48,7 @@ from histolib import report
 from histolib.config import knob, section
 from histolib.errors import ParamError
 from histolib.metrics.image import diversity, high_frequency_energy, kid, mean_pairwise_distance
+from histolib.models.pix2pix import UPSAMPLES
 from histolib.repro import replicate_seeds
 from histolib.train.checkpoint import fingerprint
 from histolib.train.features import FeatureNet, extract_features, images_to_tensor, load_feature_net
@@ -93,6 +94,13 @@ class Pix2PixParams:
                            "trained G, as the paper. Measured at cpu (lambda_l1 100, 2 seeds, AVX2 CPU): 2.5 gives "
                            "HF energy 1.38 / 1.83 of real against 1.81 / 1.81 without, chroma HF and KID unchanged: "
                            "no reliable gain, so 0 (benchmarks/results/pix2pix_speckle_ema_*.json)", min=0.0)
+    upsample: str = knob("generator up-sampling: transpose (the paper, Pix2Pix: stride-2 transposed convolutions), "
+                         "resize (nearest-neighbour x2 then a 3x3 convolution) or bilinear (bilinear x2 then a 3x3 "
+                         "convolution). Measured at cpu (lambda_l1 100, 800 steps, seeds 0 / 1, AVX2 CPU), HF energy "
+                         "/ real: transpose 1.81 / 1.81, resize 1.27 / 1.01 (a faint 2-px block grid), bilinear 0.36 "
+                         "(blurred); at lambda_l1 10 resize 1.69 / 1.44 against transpose 3.1 "
+                         "(benchmarks/results/pix2pix_speckle_{resize,bilinear}*.json). The paper's transpose stays "
+                         "the default until notebook 02 is re-run with resize", choices=UPSAMPLES)
     structure_map: str = knob("binary structure map: otsu (grey level below the patch's Otsu threshold) or "
                               "texture (paper 000's saturation mask, notebook 01)", choices=STRUCTURE_METHODS)
     structure_threshold: float = knob("saturation threshold of the texture structure map (paper 000: 0.1)",
@@ -162,7 +170,7 @@ def options_for(variant: str | Variant, cfg: Pix2PixParams, patch_size: int) -> 
         dropout=cfg.dropout, norm=cfg.norm, conditional_d=v.conditional_d, d_head=cfg.d_head,
         lr=cfg.lr, beta1=cfg.beta1, beta2=cfg.beta2, lambda_l1=cfg.lambda_l1,
         mu_ms=cfg.mu_ms if v.mode_seeking else 0.0, eval_every=cfg.eval_every, select_from=cfg.select_from,
-        ema_kimg=cfg.ema_kimg)
+        ema_kimg=cfg.ema_kimg, upsample=cfg.upsample)
 
 
 def network_table(variants, cfg: Pix2PixParams, patch_size: int) -> list[dict]:

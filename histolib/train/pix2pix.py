@@ -448,6 +448,8 @@ class Pix2PixOptions:
             (:mod:`histolib.train.ema`) that is evaluated, chosen and sampled instead of G; 0 (the paper,
             and Pix2Pix): no average.
         ema_rampup: the half-life is at most ``ema_rampup`` x the images seen so far (StyleGAN2-ADA: 0.05).
+        upsample: the generator's up-sampling, ``"transpose"`` (the paper), ``"resize"`` or ``"bilinear"``
+            (:class:`~histolib.models.pix2pix.Pix2PixGenerator`).
     """
 
     in_channels: int = 2
@@ -470,6 +472,7 @@ class Pix2PixOptions:
     select_from: float = 0.0
     ema_kimg: float = 0.0
     ema_rampup: float = 0.05
+    upsample: str = "transpose"
 
 
 class Pix2PixTrainer:
@@ -498,7 +501,7 @@ class Pix2PixTrainer:
         self.opt = o = options
         g = torch.Generator().manual_seed(seed)
         self.G = Pix2PixGenerator(o.in_channels, 3, o.image_size, o.ngf, o.kernel_size, o.n_dropout, o.dropout,
-                                  o.norm, generator=g)
+                                  o.norm, generator=g, upsample=o.upsample)
         self.D = Pix2PixDiscriminator(3, o.in_channels if o.conditional_d else 0, o.image_size, o.ndf,
                                       o.n_layers_d, o.kernel_size, o.norm, o.d_head, generator=g)
         opt_g, opt_d = make_optimizers(self.G, self.D, o.lr, (o.beta1, o.beta2))

@@ -7,6 +7,7 @@ from histolib.errors import ParamError
 from histolib.models.pix2pix import (
     Pix2PixDiscriminator,
     Pix2PixGenerator,
+    _up_conv,
     count_parameters,
     dropout_with_generator,
 )
@@ -80,6 +81,31 @@ def test_dropout_mask_ignores_memory_format():
     assert set(torch.unique(a / x).tolist()) <= {0.0, 2.0}  # inverted dropout scale 1 / (1 - p)
 
 
+@pytest.mark.parametrize("kernel_size", [4, 5])
+@pytest.mark.parametrize("upsample", ["resize", "bilinear"])
+def test_resize_upsampling_keeps_shape_and_range_without_transposed_convolutions(kernel_size, upsample):
+    g = Pix2PixGenerator(in_channels=1, size=32, width=4, kernel_size=kernel_size, upsample=upsample,
+                         generator=torch.Generator().manual_seed(0))
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in g.modules())
+    y = g(torch.ones(2, 1, 32, 32), torch.Generator().manual_seed(1))
+    assert y.shape == (2, 3, 32, 32) and y.abs().max() < 1
+
+
+def test_resize_upsampling_has_no_checkerboard_where_a_5_tap_transposed_kernel_has_one():
+    # a constant input through an all-ones kernel: a stride-2 transposed 5x5 kernel covers even and odd
+    # output pixels with 3 and 2 taps per axis (values 9, 6, 4 in the interior); nearest x2 then 3x3: 9 taps
+    x = torch.ones(1, 1, 8, 8)
+    for mode, expected in (("transpose", {4.0, 6.0, 9.0}), ("resize", {9.0}), ("bilinear", {9.0})):
+        up = _up_conv(1, 1, 5, bias=False, upsample=mode)
+        for m in up.modules():
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+                torch.nn.init.ones_(m.weight)
+        with torch.no_grad():
+            y = up(x)
+        assert y.shape == (1, 1, 16, 16)
+        assert set(y[0, 0, 3:-3, 3:-3].unique().tolist()) == expected, mode
+
+
 def test_bad_arguments_name_themselves():
     with pytest.raises(ParamError, match="size"):
         Pix2PixGenerator(size=48)
@@ -87,6 +113,8 @@ def test_bad_arguments_name_themselves():
         Pix2PixGenerator(size=32, kernel_size=3)
     with pytest.raises(ParamError, match="n_dropout"):
         Pix2PixGenerator(size=8, n_dropout=3)
+    with pytest.raises(ParamError, match="upsample"):
+        Pix2PixGenerator(size=32, upsample="bicubic")
     g = Pix2PixGenerator(in_channels=2, size=32, width=4)
     with pytest.raises(ParamError, match="x must be"):
         g(torch.zeros(1, 1, 32, 32))

@@ -15,7 +15,8 @@ from histolib.train.features import random_net
 def _cfg(**kw):
     base = dict(variants=["full", "no_ms"], ngf=4, ndf=4, kernel_size=4, norm="instance", d_head="linear",
                 n_dropout=3, dropout=0.5, batch_size=2, steps=4, lr=2e-4, beta1=0.5, beta2=0.999, lambda_l1=10.0,
-                mu_ms=10.0, ema_kimg=0.0, structure_map="otsu", structure_threshold=0.1, eval_every=2, select_from=0.0,
+                mu_ms=10.0, ema_kimg=0.0, upsample="transpose", structure_map="otsu", structure_threshold=0.1,
+                eval_every=2, select_from=0.0,
                 kid_features="random", kid_encoder_steps=1, kid_subsets=5, n_bootstrap=20, n_grid=4)
     base.update(kw)
     return p2p.Pix2PixParams(**base)
