@@ -431,8 +431,18 @@ class VariantRun:
 
 def run_args(variant: str, opts: Pix2PixOptions, cfg: Pix2PixParams, train: ConditionSet, val: ConditionSet,
              seed: int) -> dict:
-    """What defines a training run (stored in its checkpoints): a change retrains, nothing else does."""
-    return {"variant": variant, "options": asdict(opts), "batch_size": cfg.batch_size,
+    """What defines a training run (stored in its checkpoints): a change retrains, nothing else does.
+
+    Options added after runs were recorded (``ema_kimg``/``ema_rampup``, ``upsample``) enter only when
+    they differ from their defaults, so runs that do not use them keep their identity and still load.
+    """
+    options = asdict(opts)
+    for key, default in (("upsample", "transpose"), ("ema_kimg", 0.0)):
+        if options[key] == default:
+            del options[key]
+    if "ema_kimg" not in options:
+        del options["ema_rampup"]
+    return {"variant": variant, "options": options, "batch_size": cfg.batch_size,
             "kid_features": cfg.kid_features, "kid_encoder_steps": cfg.kid_encoder_steps,
             "data": fingerprint(train.images, train.masks, train.structure),
             "val_data": fingerprint(val.images, val.masks, val.structure), "steps": cfg.steps, "seed": int(seed)}

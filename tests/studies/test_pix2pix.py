@@ -49,6 +49,16 @@ def test_variants_map_to_the_paper_ablations():
         p2p.check_variants(["full", "full"])
 
 
+def test_run_identity_leaves_out_later_options_at_their_defaults():
+    cs = _cset(n=4)
+    plain = p2p.run_args("full", p2p.options_for("full", _cfg(), 32), _cfg(), cs, cs, 0)["options"]
+    assert not {"upsample", "ema_kimg", "ema_rampup"} & set(plain)  # runs recorded before these options still load
+    cfg = _cfg(upsample="resize", ema_kimg=2.5)
+    used = p2p.run_args("full", p2p.options_for("full", cfg, 32), cfg, cs, cs, 0)["options"]
+    assert (used["upsample"], used["ema_kimg"], used["ema_rampup"]) == ("resize", 2.5, 0.05)
+    assert {k: v for k, v in used.items() if k not in ("upsample", "ema_kimg", "ema_rampup")} == plain
+
+
 def test_condition_channels_follow_the_variant():
     cs = _cset(n=2)
     assert p2p.ConditionSet.conditions(cs, "full").shape == (2, 2, 32, 32)
