@@ -14,8 +14,8 @@ generating masks over its AJI on the real test images (:func:`~histolib.studies.
 issue 11's target: >= 0.8). Also recorded: the mean grey level inside and outside the nuclei of the generated
 images beside the real training tiles' (a low-contrast rendering is the usual reason for a low score).
 
-Configurations that change the blobs or the placement (not only AdaIN) are valid too; the HoVer-Net does not
-depend on any ``nuclei`` key that a lever here would change (it is checked: the script stops if it does).
+Configurations that change the blobs or the placement (not only AdaIN) are valid too; one that would change the
+shared HoVer-Net (its :func:`~histolib.studies.nuclei.hovernet_config`) is refused before anything trains.
 The numbers are a screen for the lever worth a full re-run of notebook 05, not a verdict.
 """
 
@@ -35,16 +35,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _record import parse_config  # noqa: E402
+from _record import parse_config, save_record  # noqa: E402
 
 from histolib.config import load_params  # noqa: E402
 from histolib.data.prepared import ensure_prepared  # noqa: E402
-from histolib.repro import environment_record  # noqa: E402
 from histolib.studies import nuclei as nuc  # noqa: E402
 from histolib.viz import save_figure  # noqa: E402
-
-#: the ``nuclei`` keys of the real-trained HoVer-Net (:func:`histolib.studies.nuclei.hovernet_config`)
-SEGMENTER_KEYS = ("hv_",)
 
 
 def contrast(images: np.ndarray, masks: np.ndarray) -> dict:
@@ -64,13 +60,13 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     args = ap.parse_args(argv)
     configs = [parse_config(c) for c in (args.config or ["current"])]
-    for name, overrides in configs:
-        touched = [k for k in overrides if k.startswith("nuclei.") and k[len("nuclei."):].startswith(SEGMENTER_KEYS)]
-        if touched or any(not k.startswith("nuclei.") for k in overrides):
-            raise SystemExit(f"--config {name}: only nuclei.* keys that leave the HoVer-Net alone, got {overrides}")
+    base = load_params(args.profile)
+    params = {name: load_params(args.profile, overrides).nuclei for name, overrides in configs}
+    for name, C in params.items():  # every configuration is scored by the same, once-trained HoVer-Net
+        if nuc.hovernet_config(C, base.seed) != nuc.hovernet_config(base.nuclei, base.seed):
+            raise SystemExit(f"--config {name}: changes the HoVer-Net that scores every configuration")
     if args.threads:
         torch.set_num_threads(args.threads)
-    base = load_params(args.profile)
     root = ensure_prepared(base)
     train, test = nuc.load_nuclei(root, "train"), nuc.load_nuclei(root, "test")
     groups = nuc.source_images(root, "train")
@@ -81,7 +77,7 @@ def main(argv=None) -> int:
     gan_seeds = nuc.generator_seeds(base.seed, base.protocol.n_gan_seeds)
     out_dir = ROOT / "benchmarks" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
-    load = [round(x, 2) for x in os.getloadavg()]
+    load = os.getloadavg()
     result = {"profile": args.profile, "j": args.j, "generator_seeds": gan_seeds, "configs": {}}
     real_tiles = train[0][subsets[args.j]], train[1][subsets[args.j]]
     result["real_contrast"] = contrast(*real_tiles)
@@ -92,7 +88,7 @@ def main(argv=None) -> int:
         result["segmenter_seconds"] = round(time.perf_counter() - t0, 1)
         print("real-trained HoVer-Net ready", result["segmenter_seconds"], "s", flush=True)
         for name, overrides in configs:
-            C = load_params(args.profile, overrides).nuclei
+            C = params[name]
             t0 = time.perf_counter()
             sources = nuc.fit_sources(*train, subsets, C, gan_seeds)
             sets, encoders = nuc.generate_all(sources, C, gan_seeds, Path(tmp) / name, progress=False)
@@ -109,11 +105,7 @@ def main(argv=None) -> int:
             print(name, json.dumps(row, default=str), flush=True)
             fig = nuc.style_figure(sets[(args.j, 0)], sources[(args.j, 0)])
             save_figure(fig, out_dir / f"nuclei_style_{args.tag}_{name}.png")
-    result["load_average_at_start"] = load
-    result["environment"] = environment_record()
-    path = out_dir / f"nuclei_style_{args.tag}.json"
-    path.write_text(json.dumps(result, indent=1, default=str) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k != "environment"}, indent=1, default=str))
+    save_record(f"nuclei_style_{args.tag}", result, load)
     return 0
 
 
