@@ -99,8 +99,8 @@ class Pix2PixParams:
                          "convolution). Measured at cpu (lambda_l1 100, 800 steps, seeds 0 / 1, AVX2 CPU), HF energy "
                          "/ real: transpose 1.81 / 1.81, resize 1.27 / 1.01 (a faint 2-px block grid), bilinear 0.36 "
                          "(blurred); at lambda_l1 10 resize 1.69 / 1.44 against transpose 3.1 "
-                         "(benchmarks/results/pix2pix_speckle_{resize,bilinear}*.json). The paper's transpose stays "
-                         "the default until notebook 02 is re-run with resize", choices=UPSAMPLES)
+                         "(benchmarks/results/pix2pix_speckle_{resize,bilinear}*.json). cpu: resize, a documented "
+                         "substitute (the paper's transpose at smoke and paper)", choices=UPSAMPLES)
     structure_map: str = knob("binary structure map: otsu (grey level below the patch's Otsu threshold) or "
                               "texture (paper 000's saturation mask, notebook 01)", choices=STRUCTURE_METHODS)
     structure_threshold: float = knob("saturation threshold of the texture structure map (paper 000: 0.1)",
