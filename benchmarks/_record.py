@@ -28,11 +28,14 @@ def save_record(name: str, record: dict, load_start, quick: bool = False) -> Non
 
 def parse_config(text: str) -> tuple[str, dict]:
     """``NAME[:key=value,...]`` -> ``(NAME, {dotted params key: YAML value})``, e.g.
-    ``ema:pix2pix.ema_kimg=2.5`` -> ``("ema", {"pix2pix.ema_kimg": 2.5})``."""
+    ``ema:pix2pix.ema_kimg=2.5`` -> ``("ema", {"pix2pix.ema_kimg": 2.5})``; a value may be a YAML list
+    (``fill:sim2real.mix_fill=[0.9,0.99]``: commas inside brackets do not separate pairs)."""
+    import re
+
     import yaml
 
     name, _, rest = text.partition(":")
-    pairs = [kv.split("=", 1) for kv in rest.split(",") if kv]
+    pairs = [kv.split("=", 1) for kv in re.split(r",(?![^\[]*\])", rest) if kv]
     bad = [kv for kv in pairs if len(kv) != 2]
     if not name or bad:
         raise SystemExit(f"--config {text!r}: expected NAME[:key=value,...]")

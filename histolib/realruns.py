@@ -278,14 +278,18 @@ def compare_tables(phantom: list[dict], real: list[dict], spec: Compared) -> lis
 
 
 def compare_claims(phantom: list[dict], real: list[dict]) -> list[dict]:
-    """Each claim (by ``key``) with its verdict on the phantom and on real data, and whether they agree."""
-    by_real = {c["key"]: c for c in real}
+    """Each claim (by ``key``; by its text where a run recorded none) with its verdict on the phantom and on
+    real data, and whether they agree."""
+    def key(c: dict) -> str:
+        return c.get("key") or c["claim"]
+
+    by_real = {key(c): c for c in real}
+    by_phantom = {key(c): c for c in phantom}
     rows = []
-    for c in phantom + [c for c in real if c["key"] not in {p["key"] for p in phantom}]:
-        p = next((x for x in phantom if x["key"] == c["key"]), None)
-        r = by_real.get(c["key"])
+    for c in phantom + [c for c in real if key(c) not in by_phantom]:
+        p, r = by_phantom.get(key(c)), by_real.get(key(c))
         pv, rv = (p or {}).get("verdict", "—"), (r or {}).get("verdict", "—")
-        rows.append({"paper": c.get("paper", ""), "claim": c["key"], "phantom": pv, "real": rv,
+        rows.append({"paper": c.get("paper", ""), "claim": key(c), "phantom": pv, "real": rv,
                      "agree": "yes" if pv == rv else "no", "real evidence": (r or {}).get("evidence", "—")})
     return rows
 

@@ -249,7 +249,8 @@ def realism_claims(summary: dict, stats_rows: list[dict]) -> list[dict]:
     from scipy import stats
 
     if "real_dice" not in summary:
-        return [{"claim": "phantom-trained U-Net beats the all-glomerulus baseline on real crops",
+        return [{"key": "00-sim2real-beats-baseline",
+                 "claim": "phantom-trained U-Net beats the all-glomerulus baseline on real crops",
                  "evidence": "no real crops given (the default run reads no real data; `histolib run-real 00` "
                              "measures it)", "verdict": "not measured"}]
     d, base = summary["real_dice"], summary["real_baseline"]["dice"]
@@ -259,7 +260,8 @@ def realism_claims(summary: dict, stats_rows: list[dict]) -> list[dict]:
     else:
         p = float("nan")
     verdict = ("holds" if d["ci_low"] > base else "does not hold" if d["ci_high"] < base else "inconclusive")
-    claims = [{"claim": "phantom-trained U-Net beats the all-glomerulus baseline on real crops",
+    claims = [{"key": "00-sim2real-beats-baseline",
+               "claim": "phantom-trained U-Net beats the all-glomerulus baseline on real crops",
                "evidence": f"real Dice {d['mean']:.3f} (95% CI {d['ci_low']:.3f}-{d['ci_high']:.3f}, n={d['n']}) "
                            f"vs baseline {base:.3f}; one-sample t-test p={p:.3g}",
                "verdict": verdict}]
@@ -268,7 +270,8 @@ def realism_claims(summary: dict, stats_rows: list[dict]) -> list[dict]:
             continue
         lo, hi = (float(v) for v in row["real"].split("[")[1].rstrip("]").split(","))
         med = float(row["phantom"].split(" ")[0])
-        claims.append({"claim": f"phantom {STAT_LABELS.get(row['statistic'], row['statistic'])} in the real range",
+        claims.append({"key": f"00-colour-{row['statistic']}",
+                       "claim": f"phantom {STAT_LABELS.get(row['statistic'], row['statistic'])} in the real range",
                        "evidence": f"phantom median {med:.3f}, real IQR [{lo:.3f}, {hi:.3f}]",
                        "verdict": "holds" if lo <= med <= hi else "does not hold"})
     return claims

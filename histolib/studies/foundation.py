@@ -88,6 +88,15 @@ class Sim2RealParams:
                             "real crops are rescaled so the glomerulus matches the phantom's mean fill", min=0.1)
     n_calibration: int = knob("images per real set measured for the calibration report (a seeded random subset; "
                               "histolib.calibration), and phantom images rendered at each set's scale", min=1)
+    nuclei_reference_fraction: float = knob("nuclei sim-to-real (histolib.studies.nuclei_transfer): share of each real "
+                                            "nucleus set's images (seeded) that gives its scale and trains the "
+                                            "real-trained comparison HoVer-Net; the rest is the test set",
+                                            min=0.01, max=0.99)
+    n_phantom_nuclei: int = knob("phantom nuclei fields of the set's modality that train the phantom-only HoVer-Net",
+                                 min=1)
+    mix_fill: list[float] = knob("glomerulus diameter / patch side of the phantom patches that the crops check "
+                                 "(histolib.studies.transfer.phantom_and_real) adds to, or puts in place of, the real "
+                                 "crops: as tight as the crops [min, max]", min=0.1, max=1.0, length=2)
 
 
 @section("protocol")

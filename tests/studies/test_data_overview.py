@@ -43,6 +43,13 @@ def test_baseline_and_claims():
     summary["real_dice"].update(ci_low=0.5, ci_high=0.7)
     assert ov.realism_claims(summary, [])[0]["verdict"] == "does not hold"
     assert ov.realism_claims({}, [])[0]["verdict"] == "not measured"
+    # keyed like every paper claim, so a real run's verdicts line up with the phantom's (histolib.realruns)
+    assert [c["key"] for c in claims] == ["00-sim2real-beats-baseline", "00-colour-hue"]
+    from histolib.realruns import compare_claims
+
+    rows = compare_claims(ov.realism_claims({}, []), claims)
+    assert [(r["claim"], r["phantom"], r["real"]) for r in rows] == [
+        ("00-sim2real-beats-baseline", "not measured", "holds"), ("00-colour-hue", "—", "holds")]
 
 
 def test_sim_to_real_summary_with_and_without_real_crops():
