@@ -88,7 +88,7 @@ class Sim2RealParams:
                             "real crops are rescaled so the glomerulus matches the phantom's mean fill", min=0.1)
     n_calibration: int = knob("images per real set measured for the calibration report (a seeded random subset; "
                               "histolib.calibration), and phantom images rendered at each set's scale", min=1)
-    nuclei_reference_fraction: float = knob("nuclei sim-to-real (histolib.studies.nuclei_transfer): share of each real "
+    nuclei_reference_fraction: float = knob("nuclei sim-to-real (histolib.studies.transfer): share of each real "
                                             "nucleus set's images (seeded) that gives its scale and trains the "
                                             "real-trained comparison HoVer-Net; the rest is the test set",
                                             min=0.01, max=0.99)

@@ -15,8 +15,8 @@ real nucleus set (``histolib run-real 00``), with notebook 05's HoVer-Net (the `
 * the **real-trained** model trains on the reference tiles with the same options and steps.
 
 Both use HoVer-Net's post-processing sizes scaled to the median nucleus diameter of their own training
-masks (:func:`histolib.ops.instance.postprocess_sizes`), and are scored per test tile (AJI, DICE, PQ:
-:func:`histolib.train.hovernet.evaluate_hovernet`), one model per seed.
+masks, and are scored per test tile (AJI, DICE, PQ), one model per seed, exactly as notebook 05 trains and
+scores its models (:func:`histolib.studies.nuclei.train_and_test`).
 
 **Glomerulus crops: does phantom data help real data?** (:func:`phantom_and_real`). The real crops are
 split by slide exactly as notebook 01's real run splits them (``data.real_split``, the study seed) and
@@ -98,23 +98,6 @@ def split_real_set(pairs, reference_fraction: float, target_diameter: float, siz
                            [pairs.names[i] for i in halves["reference"]], [pairs.names[i] for i in halves["test"]])
 
 
-def train_and_score(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], C, seed: int,
-                    folder: Path, progress: bool = False) -> dict:
-    """One HoVer-Net (notebook 05's options ``C``) trained on ``train``, scored per tile on ``test``.
-
-    Returns:
-        HoVer-Net's metrics (``dice``, ``aji``, ``pq``, ...), ``train_nucleus_diameter`` and ``n_train``.
-    """
-    from histolib.ops.instance import median_nucleus_diameter, postprocess_sizes
-    from histolib.studies.nuclei import hovernet_config
-    from histolib.train.hovernet import evaluate_hovernet, train_hovernet
-
-    model = train_hovernet(train[0], train[1], hovernet_config(C, seed), folder, progress=progress)
-    diameter = median_nucleus_diameter(train[1])
-    scores = evaluate_hovernet(model, test[0], test[1], postprocess=postprocess_sizes(diameter))
-    return {**scores, "train_nucleus_diameter": diameter, "n_train": int(len(train[0]))}
-
-
 def nuclei_sim_to_real(real_sets: dict, P, seeds, models: Path, progress: bool = False) -> tuple[list[dict], dict]:
     """Phantom-only against real-trained HoVer-Nets on every nucleus set of ``real_sets``.
 
@@ -127,10 +110,11 @@ def nuclei_sim_to_real(real_sets: dict, P, seeds, models: Path, progress: bool =
 
     Returns:
         ``(rows, splits)``: one row per set, training source and seed (``set``, ``modality``, ``trained on``,
-        ``seed``, the metrics of :func:`train_and_score`); ``splits[name]``: the split's record (image
-        names of each half, the scale, tile counts). Empty when no nucleus set is given.
+        ``seed`` and notebook 05's scores: :func:`histolib.studies.nuclei.train_and_test`); ``splits[name]``:
+        the split's record (image names of each half, the scale, tile counts). Empty without a nucleus set.
     """
     from histolib.studies.data_overview import load_real_nuclei, phantom_nuclei_fields
+    from histolib.studies.nuclei import train_and_test
 
     d, s = P.data, P.sim2real
     rows, splits = [], {}
@@ -148,8 +132,8 @@ def nuclei_sim_to_real(real_sets: dict, P, seeds, models: Path, progress: bool =
                    f"real ({len(split.reference_names)} reference images)": split.reference}
         for (label, train), key in zip(sources.items(), ("phantom", "real"), strict=True):
             for seed in seeds:
-                scores = train_and_score(train, split.test, P.nuclei, seed,
-                                         Path(models) / f"{name}_{key}_s{seed}", progress=progress)
+                scores = train_and_test(*train, *split.test, P.nuclei, seed, Path(models) / f"{name}_{key}_s{seed}",
+                                        progress=progress)
                 rows.append({"set": name, "modality": info["modality"], "trained on": label, "source": key,
                              "seed": int(seed), **scores})
     return rows, splits
@@ -191,7 +175,7 @@ def with_data(P, **changes):
 
 
 def _pairs(split: dict) -> Pairs:
-    """A builder split (lists of equal-size arrays) as stacked :class:`Pairs` keyed labels."""
+    """A builder split (lists of equal-size arrays) as :class:`Pairs`: stacked arrays, labels keyed by file name."""
     return Pairs(np.stack(split["images"]), np.stack(split["masks"]), list(split["names"]),
                  dict(zip(split["names"], split["labels"], strict=True)))
 
