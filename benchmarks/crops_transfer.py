@@ -61,9 +61,7 @@ def main(argv=None) -> int:
         real = tr.crop_splits(P, ROOT, a.crops)
         tight = tr.tight_phantom(P, P.sim2real.mix_fill)
         rows = tr.phantom_and_real(real, tight, P.unet, seeds, Path(a.out) / name, settings=("phantom only",))
-        disc = tr.fixed_mask(tight["train"].masks)
-        fixed = {"fixed centred mask (phantom masks, >= 0.5)": tr.fixed_mask_scores(disc, real["test"]),
-                 "fixed centred mask, all crops": tr.fixed_mask_scores(disc, tr.concat_splits(real))}
+        fixed = tr.fixed_baselines(tight["train"].masks, real)
         table = tr.mix_table(rows, all_foreground_baseline(real["test"]), fixed)
         results.append({"config": name, "overrides": overrides, "seeds": seeds, "runs": rows,
                         "seconds": time.perf_counter() - t0, "table": table})

@@ -50,7 +50,7 @@ from histolib.errors import ParamError
 from histolib.metrics.image import diversity, high_frequency_energy, kid, mean_pairwise_distance
 from histolib.models.pix2pix import UPSAMPLES
 from histolib.repro import replicate_seeds
-from histolib.train.checkpoint import fingerprint
+from histolib.train.checkpoint import fingerprint, without_later_defaults
 from histolib.train.features import FeatureNet, extract_features, images_to_tensor, load_feature_net
 from histolib.train.monitor import TrainingLog
 from histolib.train.pix2pix import (
@@ -436,12 +436,8 @@ def run_args(variant: str, opts: Pix2PixOptions, cfg: Pix2PixParams, train: Cond
     Options added after runs were recorded (``ema_kimg``/``ema_rampup``, ``upsample``) enter only when
     they differ from their defaults, so runs that do not use them keep their identity and still load.
     """
-    options = asdict(opts)
-    for key, default in (("upsample", "transpose"), ("ema_kimg", 0.0)):
-        if options[key] == default:
-            del options[key]
-    if "ema_kimg" not in options:
-        del options["ema_rampup"]
+    options = without_later_defaults(asdict(opts), {"upsample": "transpose", "ema_kimg": 0.0},
+                                     {"ema_kimg": ("ema_rampup",)})
     return {"variant": variant, "options": options, "batch_size": cfg.batch_size,
             "kid_features": cfg.kid_features, "kid_encoder_steps": cfg.kid_encoder_steps,
             "data": fingerprint(train.images, train.masks, train.structure),

@@ -139,6 +139,18 @@ def nuclei_sim_to_real(real_sets: dict, P, seeds, models: Path, progress: bool =
     return rows, splits
 
 
+def nuclei_conditions(P, splits: dict, seeds) -> str:
+    """The conditions line of :func:`summary_table`: profile, HoVer-Net, scale, split and phantom counts."""
+    C = P.nuclei
+    scales = ", ".join(f"`{k}` x{v['scale']['factor']:.3f} (reference median {v['scale']['median_diameter']:.1f} px)"
+                       for k, v in splits.items())
+    return (f"profile `{P.profile}`; notebook 05's HoVer-Net (width {C.hv_width}, blocks {C.hv_blocks}, {C.hv_block}, "
+            f"{C.hv_steps} steps of batch {C.hv_batch}, {C.hv_crop}-px crops), seeds {list(seeds)}; "
+            f"{P.data.nuclei_size}-px tiles at a median nucleus diameter of {P.data.nucleus_diameter:g} px; phantom: "
+            f"{P.sim2real.n_phantom_nuclei} fields per modality; each real set split once (seed {P.seed}), "
+            f"{P.sim2real.nuclei_reference_fraction:.0%} of its images as the reference; scales: {scales}.")
+
+
 def summary_table(rows: list[dict], splits: dict) -> list[dict]:
     """Per set and training source: mean +- std over seeds of AJI, DICE and PQ, the phantom-only model's AJI
     as a fraction of the real-trained model's, and issue 15's AJI target where it names the set."""
@@ -289,6 +301,28 @@ def fixed_mask_scores(mask: np.ndarray, pairs: Pairs) -> dict[str, float]:
     if target.shape[1:] != mask.shape:
         raise DataError(f"fixed mask {mask.shape} does not match the masks {target.shape[1:]}")
     return segmentation_scores(np.broadcast_to(mask, target.shape).copy(), target)
+
+
+def fixed_baselines(phantom_masks, crops: dict[str, Pairs], threshold: float = 0.5) -> dict[str, dict]:
+    """The fixed centred mask of the phantom training masks (:func:`fixed_mask`: no real label is used), scored
+    on the real test crops and on every crop: ``{row label: fixed_mask_scores}`` for :func:`mix_table`."""
+    disc = fixed_mask(phantom_masks, threshold)
+    every = concat_splits(crops)
+    return {f"fixed centred mask (phantom masks, >= {threshold:g})": fixed_mask_scores(disc, crops["test"]),
+            f"fixed centred mask, scored on all {len(every)} crops": fixed_mask_scores(disc, every)}
+
+
+def crops_conditions(P, crops: dict[str, Pairs], phantom: dict[str, Pairs], seeds) -> str:
+    """The conditions line of :func:`mix_table`: the slide split, sizes, phantom framing, U-Net and seeds."""
+    def slides(p: Pairs) -> int:
+        return len({p.labels[n]["slide"] for n in p.names})
+
+    split = ", ".join(f"{k} {len(crops[k])} crops / {slides(crops[k])} slides" for k in ("train", "val", "test"))
+    return (f"profile `{P.profile}`; `{P.sim2real.crops_source}` split by slide (`data.real_split` "
+            f"{P.data.real_split}, seed {P.seed}): {split} (the gan split's {len(crops['gan'])} crops unused); crops "
+            f"resized to {P.data.patch_size} px; phantom {len(phantom['train'])} train / {len(phantom['val'])} val "
+            f"patches, fill {P.sim2real.mix_fill}; U-Net width {P.unet.width} depth {P.unet.depth}, {P.unet.epochs} "
+            f"epochs; seeds {list(seeds)}.")
 
 
 def mix_table(rows: list[dict], baseline: dict, fixed: dict[str, dict] | None = None) -> list[dict]:

@@ -29,7 +29,7 @@ from histolib.models.adain import (
     select_style_by_count,
     vgg19_relu4_1,
 )
-from histolib.train.checkpoint import COMPLETE, RESUME, STEP_KEYS, Checkpointer, fingerprint
+from histolib.train.checkpoint import COMPLETE, RESUME, STEP_KEYS, Checkpointer, fingerprint, without_later_defaults
 from histolib.train.monitor import TrainingLog, check_finite
 
 
@@ -76,10 +76,7 @@ class AdaINTrainConfig:
     seed: int = 0
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        if not d["encoder_steps"]:  # runs from before the option keep their identity
-            del d["encoder_steps"]
-        return d
+        return without_later_defaults(dataclasses.asdict(self), {"encoder_steps": 0})
 
 
 def _random_affine(x: torch.Tensor, gen: torch.Generator, mode: str) -> torch.Tensor:

@@ -124,6 +124,27 @@ def normalise_args(args: dict | None) -> dict:
     return json.loads(json.dumps(dict(args or {}), default=_json_default))
 
 
+def without_later_defaults(options: dict, defaults: dict, dependents: dict | None = None) -> dict:
+    """A run's options for its identity, without the options added after runs were recorded while they keep
+    their defaults, so those runs keep their identity and still load.
+
+    Args:
+        options: the run's options (e.g. ``dataclasses.asdict`` of them).
+        defaults: ``{option: default}`` of the later options; one at its default is left out.
+        dependents: ``{option: (other, ...)}``: options that only act through ``option`` and are left out with it.
+
+    Returns:
+        A new dict; ``options`` is not changed.
+    """
+    out = dict(options)
+    for key, default in defaults.items():
+        if key in out and out[key] == default:
+            del out[key]
+            for other in (dependents or {}).get(key, ()):
+                out.pop(other, None)
+    return out
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     """Hex sha256 of a file's bytes (what ``COMPLETE.json`` records for each weights file)."""
     with open(path, "rb") as fh:

@@ -172,3 +172,23 @@ def test_fixed_mask_is_the_majority_of_the_training_masks_by_hand():
         nt.fixed_mask_scores(disc, Pairs(np.zeros((1, 5, 5, 3), np.uint8), np.zeros((1, 5, 5), np.uint8), ["c"]))
     with pytest.raises(DataError, match="N >= 1"):
         nt.fixed_mask(np.zeros((0, 4, 4)))
+
+
+def test_conditions_and_fixed_baselines_name_what_was_run(tmp_path):
+    from histolib.config import load_params
+
+    _crops_folder(tmp_path / "crops")
+    P = load_params("smoke", {"sim2real.crops_source": "crops"})
+    crops = nt.crop_splits(P, tmp_path, "crops")
+    tight = nt.tight_phantom(P, P.sim2real.mix_fill)
+    fixed = nt.fixed_baselines(tight["train"].masks, crops)
+    assert list(fixed) == ["fixed centred mask (phantom masks, >= 0.5)", "fixed centred mask, scored on all 8 crops"]
+    disc = nt.fixed_mask(tight["train"].masks)
+    assert fixed["fixed centred mask (phantom masks, >= 0.5)"] == nt.fixed_mask_scores(disc, crops["test"])
+    text = nt.crops_conditions(P, crops, tight, [0, 1])
+    n = {k: len(crops[k]) for k in crops}
+    assert f"train {n['train']} crops / {n['train']} slides" in text and "seeds [0, 1]" in text
+    assert f"phantom {P.data.n_train} train / {P.data.n_val} val patches, fill [0.85, 0.99]" in text
+    splits = {"fluo_dsb": {"scale": {"factor": 0.5, "median_diameter": 14.0}}}
+    text = nt.nuclei_conditions(P, splits, [0])
+    assert "`fluo_dsb` x0.500 (reference median 14.0 px)" in text and f"{P.nuclei.hv_steps} steps" in text

@@ -362,3 +362,14 @@ def test_gan_divergence_before_any_checkpoint_says_so(tmp_path):
     with pytest.raises(TrainingDiverged, match="no checkpoint of this run was saved yet"):
         train_gan(Nan(), TensorBatches(torch.zeros(2, 1), batch_size=1), steps=3, out_dir=tmp_path, seed=0,
                   progress=False)
+
+
+def test_without_later_defaults_drops_options_at_their_defaults_with_their_dependents():
+    opts = {"lr": 0.1, "ema_kimg": 0.0, "ema_rampup": 0.05, "upsample": "resize"}
+    out = C.without_later_defaults(opts, {"ema_kimg": 0.0, "upsample": "transpose", "absent": 1},
+                                   {"ema_kimg": ("ema_rampup",)})
+    assert out == {"lr": 0.1, "upsample": "resize"}
+    assert opts["ema_kimg"] == 0.0 and "ema_rampup" in opts  # the input is not changed
+    used = C.without_later_defaults({**opts, "ema_kimg": 2.5}, {"ema_kimg": 0.0}, {"ema_kimg": ("ema_rampup",)})
+    assert used == {**opts, "ema_kimg": 2.5}  # in use: kept, dependents too
+    assert C.without_later_defaults({}, {"x": 0}) == {}
