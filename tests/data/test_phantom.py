@@ -144,9 +144,13 @@ def test_nuclei_field_fluorescence_dark_background_bright_nuclei():
 
 
 def test_nuclei_field_density_controls_count():
+    lo = nuclei_field(0, size=96, density=0.08, style="fluorescence", nucleus_diameter=8).nuclei.max()
+    hi = nuclei_field(0, size=96, density=0.4, style="fluorescence", nucleus_diameter=8).nuclei.max()
+    assert hi > 2 * lo
+    # H&E: density sets the scattered nuclei; the cell sheets add theirs whatever it is
     lo = nuclei_field(0, size=96, density=0.08, nucleus_diameter=8).nuclei.max()
     hi = nuclei_field(0, size=96, density=0.4, nucleus_diameter=8).nuclei.max()
-    assert hi > 2 * lo
+    assert hi > lo
 
 
 def test_nuclei_shapes_vary():
@@ -175,3 +179,73 @@ def test_nuclei_shapes_vary():
 def test_bad_arguments_raise_param_error_naming_the_argument(call, name):
     with pytest.raises(ParamError, match=name):
         call()
+
+
+# ---- H&E nuclei fields: the tissue around the nuclei (issue 15) ----
+
+def test_he_cell_sheets_lie_in_their_region():
+    from histolib.data.phantom import _he_cell_sheets
+
+    found = 0
+    for seed in range(6):
+        region, centres = _he_cell_sheets(np.random.default_rng(seed), 96, 8.0)
+        assert region.shape == (96, 96) and region.dtype == bool
+        iy = np.clip(np.round(centres[:, 0]).astype(int), 0, 95)
+        ix = np.clip(np.round(centres[:, 1]).astype(int), 0, 95)
+        assert region[iy, ix].all()
+        if region.mean() > 0.3:  # a sheet packs nuclei at 1.4-2.2 diameters: >= 1 / (2.2 d)^2 per region px
+            found += 1
+            assert len(centres) >= 0.8 * region.sum() / (2.2 * 8.0) ** 2 / 0.866
+    assert found >= 2
+
+
+def _he_scene(seed=0, n=64, nd=8.0):
+    from histolib.data.phantom import _Scene
+
+    return _Scene(np.random.default_rng(seed), (n, n), "he", 8 * nd, nd, 1)
+
+
+def test_he_tissue_paints_stain_and_labels_nothing():
+    from histolib.data.phantom import _he_tissue
+
+    sc = _he_scene()
+    region = np.zeros((64, 64), bool)
+    region[:, :32] = True
+    centres = np.array([[10.0, 10.0], [20.0, 20.0], [40.0, 12.0], [30.0, 50.0]])
+    gaps = _he_tissue(sc, centres, np.full(4, 4.0), 0.3, region)
+    assert gaps.shape == (64, 64) and 0 <= gaps.min() and gaps.max() <= 1
+    assert (sc.h >= 0).all() and (sc.p >= 0).all() and sc.h.mean() > 0.02 and sc.p.mean() > 0.05
+    assert sc.nuclei.array().shape[0] == 0  # cytoplasm, fibres, red cells: none is a nucleus
+    assert (sc.glom == 0).all()
+
+
+def test_he_nucleoli_stay_inside_their_nuclei():
+    from histolib.data.phantom import _he_nucleoli
+
+    sc = _he_scene(1)
+    labels = np.zeros((64, 64), np.int32)
+    yy, xx = np.mgrid[:64, :64]
+    labels[(yy - 30) ** 2 + (xx - 30) ** 2 <= 25] = 1
+    before = sc.h.copy()
+    _he_nucleoli(sc, np.array([[30.0, 30.0]]), np.array([5.0]), labels)
+    changed = sc.h != before
+    assert changed.any() and not changed[labels == 0].any()
+    assert (sc.h >= before).all()
+
+
+def test_he_fields_vary_in_nucleus_size_around_the_nominal():
+    from histolib.ops.instance import median_nucleus_diameter
+
+    d = [median_nucleus_diameter(nuclei_field(s, size=128, nucleus_diameter=9).nuclei[None]) for s in range(12)]
+    assert max(d) / min(d) > 1.3  # one size per field, as images of different organs
+    assert 7.0 < float(np.median(d)) < 11.0  # around the nominal 9 px
+
+
+def test_he_nuclei_are_bluer_than_the_cytoplasm_around_them():
+    # the stain, not only the grey level, tells nuclei from purple cytoplasm: hematoxylin OD share higher
+    for s in range(4):
+        t = nuclei_field(s, size=128, nucleus_diameter=9)
+        od = -np.log(np.clip(t.image.astype(float), 1, 255) / 255.0)
+        red_share = od[..., 0] / np.maximum(od.sum(-1), 1e-6)
+        nuc, rest = t.nuclei > 0, (t.nuclei == 0) & (t.compartments > 0)
+        assert red_share[nuc].mean() > red_share[rest].mean()  # eosin absorbs little red light
