@@ -1086,7 +1086,7 @@ def _he_cell_sheets(rng: np.random.Generator, n: int, nd: float) -> tuple[np.nda
 
     A share ``U(0, 1) ** 0.6`` of the field (most fields, as in MoNuSeg's tumour and epithelium images)
     is cell-rich: the top of a smooth noise field with features ~3 nucleus diameters. Its nuclei sit on
-    a jittered hexagonal lattice with spacing 1.4-2.2 diameters (one draw per field), so that their
+    a jittered hexagonal lattice with spacing 1.6-2.6 diameters (one draw per field), so that their
     cells tile the region as epithelium does.
 
     Returns:
@@ -1097,7 +1097,7 @@ def _he_cell_sheets(rng: np.random.Generator, n: int, nd: float) -> tuple[np.nda
     if share <= 0.02:
         return np.zeros((n, n), bool), np.zeros((0, 2))
     region = field > np.quantile(field, 1.0 - share)
-    step = nd * rng.uniform(1.4, 2.2)
+    step = nd * rng.uniform(1.6, 2.6)
     rows = np.arange(-0.5, n / (step * 0.866) + 1) * step * 0.866
     cols = np.arange(-0.5, n / step + 1) * step
     gy, gx = np.meshgrid(rows, cols, indexing="ij")
@@ -1113,8 +1113,8 @@ def _he_tissue(sc: _Scene, centres: np.ndarray, radii: np.ndarray, fibre_ang: fl
     """Paint an H&E field's tissue around its nuclei into ``sc.h`` / ``sc.p``; return the whitespace opacity.
 
     Real H&E nucleus images (MoNuSeg's seven organs) hold much besides nuclei that is as dark as one in
-    grey: stroma whose eosin runs from pale to dense red collagen, fibres that bend, thin wispy strands; cell-rich regions
-    (epithelium, infiltrates) where every nucleus sits in a cell of eosinophilic, purple or clear
+    grey: stroma whose eosin runs from pale to dense red collagen, fibres that bend, thin wispy strands;
+    cell-rich regions (epithelium, infiltrates) where every nucleus sits in a cell of eosinophilic, purple or clear
     cytoplasm with membranes between cells; red blood cells; lumina and fixation gaps. Each field draws
     its own mix: the share of cell-rich area, the cytoplasm kinds' weights, the eosin density, the fibre
     contrast and waviness, red-cell clusters.
@@ -1531,7 +1531,7 @@ def nuclei_field(
             background, bright DAPI/Hoechst-like nuclei, grey stored as ``(H, W, 3)`` uint8 like
             BBBC038's files; background and brightness log-uniform, from barely visible to saturated).
         density: fraction of the area covered by scattered nuclei before thinning, in [0.01, 0.8]
-            (H&E cell sheets add theirs); ``None`` draws it from U(0.12, 0.4) (H&E) or log-uniform
+            (H&E cell sheets add theirs); ``None`` draws it from U(0.06, 0.25) (H&E) or log-uniform
             on [0.02, 0.3] (fluorescence: some BBBC038 images hold a handful of nuclei).
         nucleus_diameter: median nucleus diameter in px over fields, in [2, 128].
 
@@ -1555,7 +1555,7 @@ def nuclei_field(
     rng = np.random.default_rng(seed)
     if density is None:  # fluorescence fields (BBBC038) are sparser than H&E tissue, some nearly empty
         density = float(np.exp(rng.uniform(np.log(0.02), np.log(0.3))) if style == "fluorescence"
-                        else rng.uniform(0.12, 0.4))
+                        else rng.uniform(0.06, 0.25))  # H&E: cell sheets add their nuclei (_he_cell_sheets)
     ss = _supersample((n, n))
     N, nd = n * ss, nd0 * ss
     sc = _Scene(rng, (N, N), "he", 8 * nd, nd, ss)
