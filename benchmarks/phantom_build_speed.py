@@ -3,7 +3,9 @@
 Interleaves the two modes round by round (same seeds) so a shared, loaded machine slows both alike, and
 writes ``benchmarks/results/phantom_build_speed.json``: items per second of each mode and their ratio, for
 glomerulus patches (``data.patch_size``, ``data.fill``) and tissue tiles (``data.tile_size``,
-``data.glomerulus_diameter``).
+``data.glomerulus_diameter``). Nuclei fields (``data.nuclei_size``, ``data.nucleus_diameter``; H&E and
+fluorescence, which have no calibrated mode) are timed in the same rounds and reported as fields per second and
+as time per field over the default patch's.
 
     nice -n 19 python benchmarks/phantom_build_speed.py [--rounds 3] [--n 20]
 """
@@ -53,7 +55,17 @@ def main(argv=None) -> int:
                                             sclerosed_fraction=d.sclerosed_fraction, calibration=c)
                 secs[(kind, mode)] += time.perf_counter() - t0
             counts[kind] += n
+        for style in ("he", "fluorescence"):
+            t0 = time.perf_counter()
+            for i in range(a.n):
+                phantom.nuclei_field(1000 * r + i, size=d.nuclei_size, style=style, nucleus_diameter=d.nucleus_diameter)
+            key = (f"nuclei_{style}", "default")
+            secs[key] = secs.get(key, 0.0) + time.perf_counter() - t0
     rec = {"profile": "cpu", "rounds": a.rounds, "items": counts}
+    patch_rate = counts["patch"] / secs[("patch", "default")]
+    for style in ("he", "fluorescence"):
+        rate = a.rounds * a.n / secs[(f"nuclei_{style}", "default")]
+        rec[f"nuclei_{style}"] = {"per_second": rate, "time_ratio_over_default_patch": patch_rate / rate}
     for kind in ("patch", "tile"):
         rate = {m: counts[kind] / secs[(kind, m)] for m in ("default", "calibrated")}
         rec[kind] = {"per_second": rate, "time_ratio_calibrated_over_default": rate["default"] / rate["calibrated"]}
