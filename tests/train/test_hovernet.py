@@ -111,3 +111,44 @@ def test_resume_ignores_step_counts_only(tmp_path):
     assert Checkpointer(tmp_path, {**args, "steps": 4}, resume_ignores=STEP_KEYS).run(warn=False).status == "new"
     assert Checkpointer(tmp_path, args).run(warn=False).status == "new"  # without ignores: exact args
     assert Checkpointer(tmp_path / "empty", args, resume_ignores=STEP_KEYS).run().status == "new"
+
+
+def _bn_buffers(model):
+    return [t.clone() for n, t in model.state_dict().items() if n.endswith(("running_mean", "running_var"))]
+
+
+def test_batchnorm_recalibration_fixes_stale_running_statistics():
+    images, inst = _data(n=4)
+    cfg = _config(bn_batches=16, batch_size=4)
+    torch.manual_seed(0)
+    model = T.build_model(cfg)
+    x = T.sample_batch(images, inst, 16, 16, np.random.default_rng(5), cfg.augment)[0]
+    with torch.no_grad():
+        model.train()
+        batch_stats = model(x)["np"]
+        for m in model.modules():  # stale averages, as after a run of unrepresentative last batches
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.fill_(3.0)
+                m.running_var.fill_(0.01)
+        model.eval()
+        stale = (model(x)["np"] - batch_stats).abs().mean()  # logits
+        weights = [p.clone() for p in model.parameters()]
+        T.recalibrate_batchnorm(model, images, inst, cfg)
+        first = _bn_buffers(model)
+        model.eval()
+        fixed = (model(x)["np"] - batch_stats).abs().mean()
+        T.recalibrate_batchnorm(model, images, inst, cfg)
+    assert fixed < 0.2 * stale, (fixed, stale)
+    assert all(torch.equal(a, b) for a, b in zip(weights, model.parameters(), strict=True))  # weights untouched
+    assert all(torch.equal(a, b) for a, b in zip(first, _bn_buffers(model), strict=True))  # deterministic
+
+
+def test_bn_batches_is_part_of_the_run_identity(tmp_path):
+    images, inst = _data()
+    on = T.train_hovernet(images, inst, _config(steps=2), tmp_path / "on", progress=False)
+    off = T.train_hovernet(images, inst, _config(steps=2, bn_batches=0), tmp_path / "off", progress=False)
+    for a, b in zip(on.parameters(), off.parameters(), strict=True):  # same training, same weights
+        assert torch.equal(a, b)
+    assert not all(torch.equal(a, b) for a, b in zip(_bn_buffers(on), _bn_buffers(off), strict=True))
+    with pytest.warns(UserWarning, match="bn_batches"):  # a run without recalibration is not reused as one with it
+        T.train_hovernet(images, inst, _config(steps=2, bn_batches=0), tmp_path / "on", progress=False)
