@@ -94,8 +94,7 @@ class Sim2RealParams:
                                             min=0.01, max=0.99)
     n_phantom_nuclei: int = knob("phantom nuclei fields of the set's modality that train the phantom-only HoVer-Net "
                                  "(cpu: 512 fields instead of 128, screened once on MoNuSeg during the H&E rework of "
-                                 "2026-12-08: AJI 0.311 +- 0.031 against 0.343 +- 0.016, 3 seeds, no gain; not "
-                                 "re-screened on the final fields)", min=1)
+                                 "2026-12-08, 3 seeds: no gain; not re-screened on the final fields)", min=1)
     mix_fill: list[float] = knob("glomerulus diameter / patch side of the phantom patches that the crops check "
                                  "(histolib.studies.transfer.phantom_and_real) adds to, or puts in place of, the real "
                                  "crops: as tight as the crops [min, max]", min=0.1, max=1.0, length=2)
