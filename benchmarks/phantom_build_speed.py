@@ -39,6 +39,7 @@ def main(argv=None) -> int:
     cal = phantom_calibration(ROOT / a.calibration)
     secs = {(kind, mode): 0.0 for kind in ("patch", "tile") for mode in ("default", "calibrated")}
     counts = {"patch": 0, "tile": 0}
+    field_secs = {"he": 0.0, "fluorescence": 0.0}  # nuclei fields: default mode only
     for r in range(a.rounds):
         for kind, n in (("patch", a.n), ("tile", max(1, a.n // 5))):
             for mode, c in ((("default", None), ("calibrated", cal)) if r % 2 == 0 else
@@ -55,16 +56,15 @@ def main(argv=None) -> int:
                                             sclerosed_fraction=d.sclerosed_fraction, calibration=c)
                 secs[(kind, mode)] += time.perf_counter() - t0
             counts[kind] += n
-        for style in ("he", "fluorescence"):
+        for style in field_secs:
             t0 = time.perf_counter()
             for i in range(a.n):
                 phantom.nuclei_field(1000 * r + i, size=d.nuclei_size, style=style, nucleus_diameter=d.nucleus_diameter)
-            key = (f"nuclei_{style}", "default")
-            secs[key] = secs.get(key, 0.0) + time.perf_counter() - t0
+            field_secs[style] += time.perf_counter() - t0
     rec = {"profile": "cpu", "rounds": a.rounds, "items": counts}
     patch_rate = counts["patch"] / secs[("patch", "default")]
-    for style in ("he", "fluorescence"):
-        rate = a.rounds * a.n / secs[(f"nuclei_{style}", "default")]
+    for style, sec in field_secs.items():
+        rate = a.rounds * a.n / sec
         rec[f"nuclei_{style}"] = {"per_second": rate, "time_ratio_over_default_patch": patch_rate / rate}
     for kind in ("patch", "tile"):
         rate = {m: counts[kind] / secs[(kind, m)] for m in ("default", "calibrated")}

@@ -1194,7 +1194,7 @@ def _he_tissue(sc: _Scene, centres: np.ndarray, radii: np.ndarray, fibre_ang: fl
             sl = sc.bbox(cy, cx, r + 1)
             if sl is None:
                 continue
-            dd = np.hypot(yy[sl[0]] - np.float32(cy), xx[:, sl[1]] - np.float32(cx))
+            dd = np.hypot(*_local_polar(sl, cy, cx, 1.0, 0.0)[:2])
             cov = np.clip(r - dd + 0.5, 0, 1) * (~region[sl])
             sc.paint(sl, cov, "rbc", gain=1.0, gain_p=np.float32(1 - 0.3 * np.exp(-(dd / (0.5 * r)) ** 2)))
 
@@ -1587,6 +1587,7 @@ def nuclei_field(
     keep = _greedy_hardcore(pts[:, 0], pts[:, 1], np.sqrt(ra * rb), 0.7, rng)
     pts, ra, rb, irr = pts[keep], ra[keep], rb[keep], irr[keep]
     k = len(keep)
+    radii = np.sqrt(ra * rb)
     if style == "he":
         # per image: the share of pale vesicular nuclei and how dark hematoxylin stains them
         vesicular = rng.random(k) < rng.uniform(0.1, 0.6)
@@ -1602,12 +1603,12 @@ def nuclei_field(
 
     comp = np.ones((N, N), np.uint8)
     if style == "he":
-        gaps = _he_tissue(sc, pts, np.sqrt(ra * rb), fibre_ang, region)
+        gaps = _he_tissue(sc, pts, radii, fibre_ang, region)
         comp[gaps >= 0.5] = _BG
         # vesicular nuclei: open chromatin inside a dark membrane (a ring at the cpu scale)
         rim_w = np.where(vesicular, rng.uniform(0.5, 1.3, k), 0.22)
         labels = _render_nuclei(sc, sc.nuclei.array(), p_frac=0.6, tex=0.45, rim_weight=rim_w)
-        _he_nucleoli(sc, pts[vesicular], np.sqrt(ra * rb)[vesicular], labels)
+        _he_nucleoli(sc, pts[vesicular], radii[vesicular], labels)
         # focus: MoNuSeg brought to the profile's nucleus size is sharp (var(Laplacian) / var(grey) 0.85
         # [0.28, 2.2] on 128-px tiles); 0.35-0.8 px gives 0.93 [0.27, 4.8] (0.6-1.5 px gave 0.11)
         sig = rng.uniform(0.35, 0.8) * ss
